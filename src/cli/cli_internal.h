@@ -1,0 +1,31 @@
+/* Shared between the cli_*.c files only. */
+#ifndef MB_CLI_INTERNAL_H
+#define MB_CLI_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "config/config.h"
+
+struct cli_opts {
+	const char *config; /* -c FILE */
+	bool config_given;
+	bool json;
+	char **sets; /* --set KEY=VALUE */
+	int nsets;
+	const char *status;
+	long long limit;
+	bool raw;
+	int nargs;
+	char **args; /* positional arguments */
+};
+
+/* Parses the options every data command shares; allowed lists the long options the
+ * command accepts besides -c ("json,set,status,limit,raw"). Prints the error itself. */
+int cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o);
+void cli_opts_free(struct cli_opts *o);
+
+/* Loads the config named by -c (must exist), or the default path (defaults if missing),
+ * applies --set and validates. Prints the error itself. */
+struct config *cli_config_load(const struct cli_opts *o);
+
+#endif

@@ -1,0 +1,84 @@
+/* `mailbridge serve`: start-up, the loop, shutdown. */
+#include "daemon.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "ev/ev.h"
+#include "smtp/smtp.h"
+#include "store/store.h"
+
+struct daemon {
+	struct config *cfg;
+	struct ev_loop *loop;
+	struct store_writer *writer;
+	struct smtp_server *smtp;
+	struct ev_signal *sigterm, *sigint;
+};
+
+static void
+on_stop(void *arg)
+{
+	struct daemon *d = arg;
+
+	mb_info("daemon: stopping");
+	ev_loop_stop(d->loop);
+}
+
+static enum mb_log_level
+log_level(const char *s)
+{
+	if (strcmp(s, "debug") == 0)
+		return MB_LOG_DEBUG;
+	if (strcmp(s, "warn") == 0)
+		return MB_LOG_WARN;
+	return MB_LOG_INFO;
+}
+
+int
+daemon_run(struct config *cfg)
+{
+	struct daemon d = {.cfg = cfg};
+	struct mb_err err = {0};
+	int rc = EX_OK;
+
+	mb_log_setup(log_level(cfg->server.log_level),
+		     strcmp(cfg->server.log_format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT);
+	signal(SIGPIPE, SIG_IGN);
+	d.loop = ev_loop_new();
+	if (d.loop == NULL) {
+		mb_fatal("daemon: cannot create the event loop");
+		config_free(cfg);
+		return EX_OSERR;
+	}
+	d.writer = store_writer_new(cfg->server.data_dir, d.loop, cfg->server.commit_batch_max,
+				    &err);
+	if (d.writer == NULL) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_CANTCREAT;
+		goto out;
+	}
+	d.smtp = smtp_server_new(d.loop, cfg, d.writer, &err);
+	if (d.smtp == NULL) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_UNAVAILABLE;
+		goto out;
+	}
+	d.sigterm = ev_signal_new(d.loop, SIGTERM, on_stop, &d);
+	d.sigint = ev_signal_new(d.loop, SIGINT, on_stop, &d);
+	mb_info("daemon: ready: mailbridge %s data_dir=%s", MB_VERSION, cfg->server.data_dir);
+	if (ev_loop_run(d.loop) < 0)
+		rc = EX_SOFTWARE;
+out:
+	/* sessions first: their pending commits then finish with the writer */
+	smtp_server_free(d.smtp);
+	store_writer_free(d.writer);
+	ev_signal_free(d.sigterm);
+	ev_signal_free(d.sigint);
+	ev_loop_free(d.loop);
+	config_free(cfg);
+	mb_info("daemon: stopped");
+	return rc;
+}

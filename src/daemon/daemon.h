@@ -1,0 +1,13 @@
+/*
+ * daemon: `mailbridge serve`. Wires the modules together on one loop: the store writer,
+ * the SMTP server, signals. Returns a sysexits.h code when the loop ends.
+ */
+#ifndef MB_DAEMON_H
+#define MB_DAEMON_H
+
+#include "config/config.h"
+
+/* Runs in the foreground until SIGTERM or SIGINT. Takes ownership of cfg. */
+int daemon_run(struct config *cfg);
+
+#endif

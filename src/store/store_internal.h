@@ -1,0 +1,21 @@
+/* Shared between the store_*.c files only. */
+#ifndef MB_STORE_INTERNAL_H
+#define MB_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+struct store {
+	sqlite3 *db;
+};
+
+/* Opens the database file with the project's pragmas, creating and migrating if asked. */
+sqlite3 *store_db_open(const char *data_dir, bool create, struct mb_err *err);
+int store_db_exec(sqlite3 *db, const char *sql, struct mb_err *err);
+void store_db_err(sqlite3 *db, struct mb_err *err, const char *what);
+
+/* Fills m->subject and m->from_hdr from the header block of m->body. */
+void store_msg_scan_headers(struct store_msg *m);
+
+#endif

@@ -1,0 +1,325 @@
+/* Messages: the struct, header scanning, and the blocking read/delete API. */
+#include "store_internal.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <strings.h>
+
+static const char *const state_names[STORE_STATE_COUNT] = {"queued", "sending", "deferred",
+							   "sent", "failed"};
+
+const char *
+store_state_name(enum store_state s)
+{
+	return s < STORE_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+int
+store_state_parse(const char *s, enum store_state *out)
+{
+	for (int i = 0; i < STORE_STATE_COUNT; i++) {
+		if (strcmp(s, state_names[i]) == 0) {
+			*out = (enum store_state)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+struct store_msg *
+store_msg_new(void)
+{
+	return mb_calloc(1, sizeof(struct store_msg));
+}
+
+void
+store_msg_add_rcpt(struct store_msg *m, const char *rcpt)
+{
+	m->rcpts = mb_realloc(m->rcpts, (m->nrcpts + 1) * sizeof(char *));
+	m->rcpts[m->nrcpts++] = mb_strdup(rcpt);
+}
+
+void
+store_msg_free(struct store_msg *m)
+{
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->nrcpts; i++)
+		free(m->rcpts[i]);
+	free(m->rcpts);
+	free(m->sender);
+	free(m->body);
+	free(m->client);
+	free(m->last_error);
+	free(m->connection);
+	free(m->subject);
+	free(m->from_hdr);
+	free(m);
+}
+
+/* The unfolded value of the first header called name, at most 200 bytes, or NULL. */
+static char *
+header_value(const char *body, size_t len, const char *name)
+{
+	size_t nlen = strlen(name), i = 0;
+	struct mb_buf v = {0};
+
+	while (i < len) {
+		const char *line = body + i;
+		const char *eol = memchr(line, '\n', len - i);
+		size_t llen = eol ? (size_t)(eol - line) + 1 : len - i;
+
+		if (llen <= 2 && (line[0] == '\r' || line[0] == '\n'))
+			break; /* end of headers */
+		if (llen > nlen && strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+			size_t j = i + nlen + 1;
+			for (;;) {
+				while (j < len && body[j] != '\r' && body[j] != '\n') {
+					if (v.len < 200)
+						mb_buf_append(&v, &body[j], 1);
+					j++;
+				}
+				while (j < len && (body[j] == '\r' || body[j] == '\n'))
+					j++;
+				if (j >= len || (body[j] != ' ' && body[j] != '\t'))
+					break;
+			}
+			if (v.data == NULL)
+				return mb_strdup("");
+			{
+				char *t = mb_strdup(mb_str_trim(v.data));
+				mb_buf_release(&v);
+				return t;
+			}
+		}
+		i += llen;
+	}
+	return NULL;
+}
+
+void
+store_msg_scan_headers(struct store_msg *m)
+{
+	if (m->body == NULL)
+		return;
+	free(m->subject);
+	free(m->from_hdr);
+	m->subject = header_value(m->body, m->body_len, "Subject");
+	m->from_hdr = header_value(m->body, m->body_len, "From");
+}
+
+static char *
+col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t ? mb_strdup((const char *)t) : NULL;
+}
+
+#define MSG_COLS                                                                                   \
+	"m.id, m.sender, m.size, m.received_at, m.state, m.attempts, m.next_attempt_at, "          \
+	"m.last_error, m.connection, m.client, m.subject, m.from_hdr, m.updated_at"
+
+static struct store_msg *
+row_to_msg(sqlite3_stmt *st)
+{
+	struct store_msg *m = store_msg_new();
+	const char *id = (const char *)sqlite3_column_text(st, 0);
+	const char *state = (const char *)sqlite3_column_text(st, 4);
+
+	snprintf(m->id, sizeof(m->id), "%s", id ? id : "");
+	m->sender = col_text(st, 1);
+	m->size = sqlite3_column_int64(st, 2);
+	m->received_ms = sqlite3_column_int64(st, 3);
+	if (state == NULL || store_state_parse(state, &m->state) < 0)
+		m->state = STORE_QUEUED;
+	m->attempts = sqlite3_column_int(st, 5);
+	m->next_attempt_ms = sqlite3_column_int64(st, 6);
+	m->last_error = col_text(st, 7);
+	m->connection = col_text(st, 8);
+	m->client = col_text(st, 9);
+	m->subject = col_text(st, 10);
+	m->from_hdr = col_text(st, 11);
+	m->updated_ms = sqlite3_column_int64(st, 12);
+	return m;
+}
+
+static int
+load_rcpts(struct store *s, struct store_msg *m, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx",
+			       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "listing recipients");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		store_msg_add_rcpt(m, (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "listing recipients");
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_msg_list(struct store *s, const struct store_query *q, store_msg_each_cb cb, void *arg,
+	       struct mb_err *err)
+{
+	struct mb_buf sql = {0};
+	sqlite3_stmt *st;
+	int rc, stop = 0;
+
+	mb_buf_puts(&sql, "SELECT " MSG_COLS " FROM messages m");
+	if (q->nstates > 0) {
+		mb_buf_puts(&sql, " WHERE m.state IN (");
+		for (size_t i = 0; i < q->nstates; i++)
+			mb_buf_printf(&sql, "%s'%s'", i ? "," : "", store_state_name(q->states[i]));
+		mb_buf_puts(&sql, ")");
+	}
+	mb_buf_printf(&sql, " ORDER BY m.received_at %s, m.id %s",
+		      q->oldest_first ? "ASC" : "DESC", q->oldest_first ? "ASC" : "DESC");
+	mb_buf_printf(&sql, " LIMIT %lld OFFSET %lld", q->limit > 0 ? (long long)q->limit : -1LL,
+		      (long long)q->offset);
+	rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
+	mb_buf_release(&sql);
+	if (rc != SQLITE_OK) {
+		store_db_err(s->db, err, "listing messages");
+		return -1;
+	}
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_msg *m = row_to_msg(st);
+		if (load_rcpts(s, m, err) < 0) {
+			store_msg_free(m);
+			sqlite3_finalize(st);
+			return -1;
+		}
+		stop = cb(arg, m);
+		store_msg_free(m);
+	}
+	sqlite3_finalize(st);
+	if (!stop && rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "listing messages");
+		return -1;
+	}
+	return 0;
+}
+
+struct store_msg *
+store_msg_get(struct store *s, const char *id, bool with_body, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	struct store_msg *m;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT " MSG_COLS ", b.data FROM messages m"
+				      " LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?",
+			       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "reading a message");
+		return NULL;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		if (rc == SQLITE_DONE)
+			mb_err_set(err, MB_ENOTFOUND, "no message with id %s", id);
+		else
+			store_db_err(s->db, err, "reading a message");
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	m = row_to_msg(st);
+	if (with_body && sqlite3_column_type(st, 13) == SQLITE_BLOB) {
+		int n = sqlite3_column_bytes(st, 13);
+		m->body = mb_malloc((size_t)n + 1);
+		memcpy(m->body, sqlite3_column_blob(st, 13), (size_t)n);
+		m->body[n] = '\0';
+		m->body_len = (size_t)n;
+	}
+	sqlite3_finalize(st);
+	if (load_rcpts(s, m, err) < 0) {
+		store_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+int
+store_msg_delete(struct store *s, const char *id, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, "DELETE FROM messages WHERE id = ?", -1, &st, NULL) !=
+	    SQLITE_OK) {
+		store_db_err(s->db, err, "deleting a message");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "deleting a message");
+		return -1;
+	}
+	if (sqlite3_changes(s->db) == 0) {
+		mb_err_set(err, MB_ENOTFOUND, "no message with id %s", id);
+		return -1;
+	}
+	return 0;
+}
+
+int64_t
+store_msg_count(struct store *s, enum store_state state, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM messages WHERE state = ?", -1, &st,
+			       NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "counting messages");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, store_state_name(state), -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	else
+		store_db_err(s->db, err, "counting messages");
+	sqlite3_finalize(st);
+	return n;
+}
+
+int
+store_event_add(struct store *s, const char *level, const char *msg_id, const char *connection,
+		const char *text, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+			       "INSERT INTO events (at, level, message_id, connection, text)"
+			       " VALUES (?, ?, ?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "adding an event");
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, mb_now_ms());
+	sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, msg_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, connection, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "adding an event");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,261 @@
+/*
+ * The one writer: a thread that commits submitted messages in groups.
+ *
+ * Sessions submit from the loop; the thread takes everything queued (up to batch_max),
+ * inserts it in one transaction and commits, which with WAL and synchronous=FULL is one
+ * fsync for the whole group. Then the group's callbacks run on the loop. While one group
+ * is being synced the next one gathers, so the disk sets the pace, not the sessions.
+ */
+#include "store_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct wjob {
+	struct store_msg *m;
+	store_commit_cb cb;
+	void *arg;
+	int status;
+	char errmsg[256];
+	struct wjob *next;
+};
+
+struct wqueue {
+	struct wjob *head, *tail;
+};
+
+struct store_writer {
+	sqlite3 *db;
+	sqlite3_stmt *ins_msg, *ins_rcpt, *ins_body;
+	int64_t batch_max;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct wqueue in, done;
+	bool stop;
+	struct ev_notify *notify;
+};
+
+static void
+wq_push(struct wqueue *q, struct wjob *j)
+{
+	j->next = NULL;
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+}
+
+static void
+wq_append(struct wqueue *q, struct wqueue *more)
+{
+	if (more->head == NULL)
+		return;
+	if (q->tail)
+		q->tail->next = more->head;
+	else
+		q->head = more->head;
+	q->tail = more->tail;
+	more->head = more->tail = NULL;
+}
+
+static int
+insert_one(struct store_writer *w, struct store_msg *m)
+{
+	int64_t now = mb_now_ms();
+
+	store_msg_scan_headers(m);
+	sqlite3_reset(w->ins_msg);
+	sqlite3_bind_text(w->ins_msg, 1, m->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(w->ins_msg, 2, m->sender ? m->sender : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(w->ins_msg, 3, (sqlite3_int64)m->body_len);
+	sqlite3_bind_int64(w->ins_msg, 4, m->received_ms);
+	sqlite3_bind_int64(w->ins_msg, 5, m->received_ms);
+	sqlite3_bind_text(w->ins_msg, 6, m->client, -1, SQLITE_STATIC);
+	sqlite3_bind_text(w->ins_msg, 7, m->subject, -1, SQLITE_STATIC);
+	sqlite3_bind_text(w->ins_msg, 8, m->from_hdr, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(w->ins_msg, 9, now);
+	if (sqlite3_step(w->ins_msg) != SQLITE_DONE)
+		return -1;
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		sqlite3_reset(w->ins_rcpt);
+		sqlite3_bind_text(w->ins_rcpt, 1, m->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(w->ins_rcpt, 2, (sqlite3_int64)i);
+		sqlite3_bind_text(w->ins_rcpt, 3, m->rcpts[i], -1, SQLITE_STATIC);
+		if (sqlite3_step(w->ins_rcpt) != SQLITE_DONE)
+			return -1;
+	}
+	sqlite3_reset(w->ins_body);
+	sqlite3_bind_text(w->ins_body, 1, m->id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob64(w->ins_body, 2, m->body ? m->body : "", m->body_len, SQLITE_STATIC);
+	if (sqlite3_step(w->ins_body) != SQLITE_DONE)
+		return -1;
+	return 0;
+}
+
+/* Commits one group; every job gets the same status. */
+static void
+commit_group(struct store_writer *w, struct wqueue *g)
+{
+	struct wjob *j;
+	const char *why = NULL;
+	int status = 0;
+
+	if (sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		why = sqlite3_errmsg(w->db);
+		status = -1;
+	} else {
+		for (j = g->head; j && status == 0; j = j->next)
+			if (insert_one(w, j->m) < 0)
+				status = -1;
+		if (status == 0 && sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+			status = -1;
+		if (status < 0) {
+			why = sqlite3_errmsg(w->db);
+			sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+		}
+	}
+	for (j = g->head; j; j = j->next) {
+		j->status = status;
+		if (why)
+			snprintf(j->errmsg, sizeof(j->errmsg), "%s", why);
+	}
+	if (status < 0)
+		mb_warn("store: commit failed: %s", why ? why : "?");
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct store_writer *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		struct wqueue g = {0};
+		int64_t n = 0;
+
+		while (w->in.head == NULL && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->in.head == NULL && w->stop)
+			break;
+		while (w->in.head && n < w->batch_max) {
+			struct wjob *j = w->in.head;
+			w->in.head = j->next;
+			if (w->in.head == NULL)
+				w->in.tail = NULL;
+			wq_push(&g, j);
+			n++;
+		}
+		pthread_mutex_unlock(&w->mu);
+		commit_group(w, &g);
+		pthread_mutex_lock(&w->mu);
+		wq_append(&w->done, &g);
+		ev_notify_fire(w->notify);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static void
+run_done(void *arg)
+{
+	struct store_writer *w = arg;
+	struct wqueue done;
+	struct wjob *j, *next;
+
+	pthread_mutex_lock(&w->mu);
+	done = w->done;
+	w->done.head = w->done.tail = NULL;
+	pthread_mutex_unlock(&w->mu);
+	for (j = done.head; j; j = next) {
+		next = j->next;
+		j->cb(j->arg, j->status, j->status ? j->errmsg : NULL);
+		store_msg_free(j->m);
+		free(j);
+	}
+}
+
+struct store_writer *
+store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max,
+		 struct mb_err *err)
+{
+	struct store_writer *w;
+	sqlite3 *db = store_db_open(data_dir, true, err);
+
+	if (db == NULL)
+		return NULL;
+	w = mb_calloc(1, sizeof(*w));
+	w->db = db;
+	w->batch_max = batch_max > 0 ? batch_max : 512;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO messages (id, sender, size, received_at, state,"
+			       " next_attempt_at, client, subject, from_hdr, updated_at)"
+			       " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9)",
+			       -1, &w->ins_msg, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+			       "INSERT INTO recipients (message_id, idx, address) VALUES (?, ?, ?)",
+			       -1, &w->ins_rcpt, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", -1,
+			       &w->ins_body, NULL) != SQLITE_OK) {
+		store_db_err(db, err, "preparing statements");
+		goto fail;
+	}
+	w->notify = ev_notify_new(loop, run_done, w);
+	if (w->notify == NULL) {
+		mb_err_set(err, MB_EIO, "store: cannot create the writer's notifier");
+		goto fail;
+	}
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+		mb_err_set(err, MB_EIO, "store: cannot start the writer thread");
+		ev_notify_free(w->notify);
+		goto fail;
+	}
+	return w;
+fail:
+	sqlite3_finalize(w->ins_msg);
+	sqlite3_finalize(w->ins_rcpt);
+	sqlite3_finalize(w->ins_body);
+	sqlite3_close(db);
+	free(w);
+	return NULL;
+}
+
+void
+store_writer_submit(struct store_writer *w, struct store_msg *m, store_commit_cb cb, void *arg)
+{
+	struct wjob *j = mb_calloc(1, sizeof(*j));
+
+	j->m = m;
+	j->cb = cb;
+	j->arg = arg;
+	pthread_mutex_lock(&w->mu);
+	wq_push(&w->in, j);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+store_writer_free(struct store_writer *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	run_done(w);
+	ev_notify_free(w->notify);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	sqlite3_finalize(w->ins_msg);
+	sqlite3_finalize(w->ins_rcpt);
+	sqlite3_finalize(w->ins_body);
+	sqlite3_close(w->db);
+	free(w);
+}
