@@ -29,7 +29,7 @@ usage(FILE *out)
 	for (size_t i = 0; i < NSUBCOMMANDS; i++)
 		fprintf(out, "  mailbridge %s\n", subcommands[i].usage);
 	fprintf(out, "\nEvery command takes -c FILE (default %s, or $MAILBRIDGE_CONFIG).\n",
-		"/etc/mailbridge/mailbridge.conf");
+	        "/etc/mailbridge/mailbridge.conf");
 	return out == stderr ? EX_USAGE : EX_OK;
 }
 

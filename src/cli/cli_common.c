@@ -26,11 +26,13 @@ allowed_has(const char *allowed, const char *name)
 int
 cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 {
-	static const struct option longopts[] = {
-	    {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
-	    {"set", required_argument, NULL, 's'},    {"status", required_argument, NULL, 'S'},
-	    {"limit", required_argument, NULL, 'n'},  {"raw", no_argument, NULL, 'r'},
-	    {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+	                                         {"json", no_argument, NULL, 'j'},
+	                                         {"set", required_argument, NULL, 's'},
+	                                         {"status", required_argument, NULL, 'S'},
+	                                         {"limit", required_argument, NULL, 'n'},
+	                                         {"raw", no_argument, NULL, 'r'},
+	                                         {NULL, 0, NULL, 0}};
 	int c, idx;
 
 	memset(o, 0, sizeof(*o));
@@ -73,12 +75,12 @@ cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 			break;
 		default:
 			fprintf(stderr, "mailbridge %s: unknown option '%s'\n", argv[0],
-				argv[optind - 1]);
+			        argv[optind - 1]);
 			return -1;
 		}
 		if (!allowed_has(allowed, name)) {
 			fprintf(stderr, "mailbridge %s: option --%s does not apply here\n", argv[0],
-				name);
+			        name);
 			return -1;
 		}
 	}

@@ -36,9 +36,9 @@ msg_json(const struct store_msg *m)
 	json_object_set_new(o, "from", m->from_hdr ? json_string(m->from_hdr) : json_null());
 	json_object_set_new(o, "attempts", json_integer(m->attempts));
 	json_object_set_new(o, "last_error",
-			    m->last_error ? json_string(m->last_error) : json_null());
+	                    m->last_error ? json_string(m->last_error) : json_null());
 	json_object_set_new(o, "connection",
-			    m->connection ? json_string(m->connection) : json_null());
+	                    m->connection ? json_string(m->connection) : json_null());
 	json_object_set_new(o, "client", m->client ? json_string(m->client) : json_null());
 	return o;
 }
@@ -71,7 +71,8 @@ list_one(void *arg, const struct store_msg *m)
 static int
 list(struct store *st, const struct cli_opts *o, const enum store_state *states, size_t n)
 {
-	struct store_query q = {.states = states, .nstates = n, .limit = o->limit > 0 ? o->limit : 0};
+	struct store_query q = {
+	    .states = states, .nstates = n, .limit = o->limit > 0 ? o->limit : 0};
 	struct list_ctx ctx = {.json = o->json};
 	struct mb_err err = {0};
 
@@ -107,7 +108,8 @@ show(struct store *st, const struct cli_opts *o, const char *id)
 		fwrite(m->body, 1, m->body_len, stdout);
 	} else if (o->json) {
 		json_t *j = msg_json(m);
-		json_object_set_new(j, "message", json_stringn(m->body ? m->body : "", m->body_len));
+		json_object_set_new(j, "message",
+		                    json_stringn(m->body ? m->body : "", m->body_len));
 		json_dumpf(j, stdout, JSON_INDENT(2));
 		printf("\n");
 		json_decref(j);
@@ -167,7 +169,7 @@ cli_queue_main(int argc, char **argv)
 	if (!((strcmp(verb, "list") == 0 && o.nargs <= 1) ||
 	      ((strcmp(verb, "show") == 0 || strcmp(verb, "delete") == 0) && o.nargs == 2))) {
 		fprintf(stderr, "usage: mailbridge queue [list | show ID [--raw] | delete ID] "
-				"[--json] [-c FILE]\n");
+		                "[--json] [-c FILE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}
@@ -206,14 +208,16 @@ cli_log_main(int argc, char **argv)
 	if (cli_opts_parse(argc, argv, "json,set,status,limit", &o) < 0)
 		return EX_USAGE;
 	if (o.nargs > 0) {
-		fprintf(stderr, "usage: mailbridge log [--status queued|sending|deferred|sent|failed]"
-				" [--limit N] [--json] [-c FILE]\n");
+		fprintf(stderr,
+		        "usage: mailbridge log [--status queued|sending|deferred|sent|failed]"
+		        " [--limit N] [--json] [-c FILE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}
 	if (o.status && store_state_parse(o.status, &state) < 0) {
-		fprintf(stderr, "mailbridge log: --status must be one of queued, sending, deferred, "
-				"sent, failed\n");
+		fprintf(stderr,
+		        "mailbridge log: --status must be one of queued, sending, deferred, "
+		        "sent, failed\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}

@@ -31,7 +31,7 @@ cli_serve_main(int argc, char **argv)
 		return EX_CONFIG;
 	if (c->path == NULL)
 		mb_info("config: no file at %s: using built-in defaults",
-			config_default_path(NULL));
+		        config_default_path(NULL));
 	return daemon_run(c);
 }
 
@@ -45,7 +45,8 @@ cli_config_main(int argc, char **argv)
 	if (cli_opts_parse(argc, argv, "set", &o) < 0)
 		return EX_USAGE;
 	if (o.nargs != 1 || (strcmp(o.args[0], "check") != 0 && strcmp(o.args[0], "show") != 0)) {
-		fprintf(stderr, "usage: mailbridge config check|show [-c FILE] [--set KEY=VALUE]\n");
+		fprintf(stderr,
+		        "usage: mailbridge config check|show [-c FILE] [--set KEY=VALUE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}
@@ -98,7 +99,8 @@ cli_hash_password_main(int argc, char **argv)
 	char *pw, *hash;
 
 	if (argc > 1) {
-		fprintf(stderr, "usage: mailbridge hash-password   (reads the password on stdin)\n");
+		fprintf(stderr,
+		        "usage: mailbridge hash-password   (reads the password on stdin)\n");
 		return EX_USAGE;
 	}
 	pw = read_secret_line("password: ");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "admin/admin.h"
 #include "ev/ev.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
@@ -15,7 +16,8 @@ struct daemon {
 	struct ev_loop *loop;
 	struct store_writer *writer;
 	struct smtp_server *smtp;
-	struct ev_signal *sigterm, *sigint;
+	struct admin *admin;
+	struct ev_signal *sigterm, *sigint, *sighup;
 };
 
 static void
@@ -25,6 +27,14 @@ on_stop(void *arg)
 
 	mb_info("daemon: stopping");
 	ev_loop_stop(d->loop);
+}
+
+static void
+on_hup(void *arg)
+{
+	/* a reload that keeps sessions open is not written yet; never die on SIGHUP */
+	mb_warn("daemon: SIGHUP: reloading the config is not supported yet; restart to apply "
+	        "a new one");
 }
 
 static enum mb_log_level
@@ -45,7 +55,7 @@ daemon_run(struct config *cfg)
 	int rc = EX_OK;
 
 	mb_log_setup(log_level(cfg->server.log_level),
-		     strcmp(cfg->server.log_format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT);
+	             strcmp(cfg->server.log_format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT);
 	signal(SIGPIPE, SIG_IGN);
 	d.loop = ev_loop_new();
 	if (d.loop == NULL) {
@@ -53,8 +63,8 @@ daemon_run(struct config *cfg)
 		config_free(cfg);
 		return EX_OSERR;
 	}
-	d.writer = store_writer_new(cfg->server.data_dir, d.loop, cfg->server.commit_batch_max,
-				    &err);
+	d.writer =
+	    store_writer_new(cfg->server.data_dir, d.loop, cfg->server.commit_batch_max, &err);
 	if (d.writer == NULL) {
 		mb_fatal("daemon: %s", err.msg);
 		rc = EX_CANTCREAT;
@@ -66,17 +76,27 @@ daemon_run(struct config *cfg)
 		rc = EX_UNAVAILABLE;
 		goto out;
 	}
+	d.admin = admin_new(d.loop, cfg, &err);
+	if (d.admin == NULL) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_UNAVAILABLE;
+		goto out;
+	}
 	d.sigterm = ev_signal_new(d.loop, SIGTERM, on_stop, &d);
 	d.sigint = ev_signal_new(d.loop, SIGINT, on_stop, &d);
+	d.sighup = ev_signal_new(d.loop, SIGHUP, on_hup, &d);
 	mb_info("daemon: ready: mailbridge %s data_dir=%s", MB_VERSION, cfg->server.data_dir);
 	if (ev_loop_run(d.loop) < 0)
 		rc = EX_SOFTWARE;
 out:
-	/* sessions first: their pending commits then finish with the writer */
-	smtp_server_free(d.smtp);
+	/* sessions first; commits in flight then finish in the writer and find no session */
+	admin_free(d.admin);
+	smtp_server_close(d.smtp);
 	store_writer_free(d.writer);
+	smtp_server_free(d.smtp);
 	ev_signal_free(d.sigterm);
 	ev_signal_free(d.sigint);
+	ev_signal_free(d.sighup);
 	ev_loop_free(d.loop);
 	config_free(cfg);
 	mb_info("daemon: stopped");

@@ -31,7 +31,7 @@ struct ev_tls;
 
 typedef void (*ev_cb)(void *arg);
 typedef void (*ev_accept_cb)(void *arg, int fd, const struct mb_sockaddr *peer,
-			     const struct mb_sockaddr *local);
+                             const struct mb_sockaddr *local);
 
 struct ev_loop *ev_loop_new(void);
 void ev_loop_free(struct ev_loop *loop);
@@ -54,32 +54,31 @@ void ev_notify_fire(struct ev_notify *n);
 void ev_notify_free(struct ev_notify *n);
 
 struct ev_listener *ev_listener_new(struct ev_loop *loop, const struct mb_sockaddr *addr,
-				    ev_accept_cb cb, void *arg, struct mb_err *err);
+                                    ev_accept_cb cb, void *arg, struct mb_err *err);
 void ev_listener_pause(struct ev_listener *l);
 void ev_listener_resume(struct ev_listener *l);
 void ev_listener_free(struct ev_listener *l);
 
 /* ---- TLS ---- */
 
-struct ev_tls *ev_tls_server_new(const char *cert_file, const char *key_file,
-				 struct mb_err *err);
+struct ev_tls *ev_tls_server_new(const char *cert_file, const char *key_file, struct mb_err *err);
 void ev_tls_free(struct ev_tls *tls);
 
 /* ---- streams ---- */
 
 enum ev_stream_event {
-	EV_STREAM_EOF,      /* the peer closed */
-	EV_STREAM_ERROR,    /* a socket or TLS error */
-	EV_STREAM_TIMEOUT,  /* no input within the read timeout (a write timeout is an ERROR) */
-	EV_STREAM_DRAINED,  /* all pending output was sent */
-	EV_STREAM_FLUSHED   /* after ev_stream_close_after_write(): output fully sent */
+	EV_STREAM_EOF,     /* the peer closed */
+	EV_STREAM_ERROR,   /* a socket or TLS error */
+	EV_STREAM_TIMEOUT, /* no input within the read timeout (a write timeout is an ERROR) */
+	EV_STREAM_DRAINED, /* all pending output was sent */
+	EV_STREAM_FLUSHED  /* after ev_stream_close_after_write(): output fully sent */
 };
 
 typedef void (*ev_stream_event_cb)(void *arg, enum ev_stream_event what);
 
 /* Adopts fd. read_cb runs when input arrived; event_cb on EOF, errors, timeouts, flushes. */
 struct ev_stream *ev_stream_new(struct ev_loop *loop, int fd, ev_cb read_cb,
-				ev_stream_event_cb event_cb, void *arg);
+                                ev_stream_event_cb event_cb, void *arg);
 void ev_stream_free(struct ev_stream *s);
 
 size_t ev_stream_input_len(const struct ev_stream *s);
@@ -110,5 +109,28 @@ int ev_stream_start_tls(struct ev_stream *s, struct ev_tls *tls, struct mb_err *
 bool ev_stream_is_tls(const struct ev_stream *s);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" or "" */
 void ev_stream_tls_desc(const struct ev_stream *s, char *out, size_t outlen);
+
+/* ---- the embedded HTTP server (evhttp underneath) ---- */
+
+struct ev_http;
+struct ev_http_req;
+
+typedef void (*ev_http_cb)(void *arg, struct ev_http_req *req);
+
+/* One callback for every request; it must call ev_http_reply() exactly once. */
+struct ev_http *ev_http_new(struct ev_loop *loop, const struct mb_sockaddr *addr, ev_http_cb cb,
+                            void *arg, size_t max_body, struct mb_err *err);
+void ev_http_free(struct ev_http *h);
+
+const char *ev_http_req_method(const struct ev_http_req *r); /* "GET", "POST", ... */
+const char *ev_http_req_path(const struct ev_http_req *r);   /* "/api/v1/x", undecoded */
+const char *ev_http_req_query(const struct ev_http_req *r);  /* after '?', or NULL */
+const char *ev_http_req_header(const struct ev_http_req *r, const char *name);
+/* The request body (NUL-terminated copy owned by the request). */
+const char *ev_http_req_body(struct ev_http_req *r, size_t *len);
+void ev_http_req_peer(const struct ev_http_req *r, char *host, size_t hostlen);
+void ev_http_add_header(struct ev_http_req *r, const char *name, const char *value);
+void ev_http_reply(struct ev_http_req *r, int status, const char *content_type, const void *body,
+                   size_t len);
 
 #endif

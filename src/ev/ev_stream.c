@@ -35,7 +35,7 @@ struct ev_stream {
 	int64_t read_ms;
 	bool tls;
 	bool closing;
-	bool discarding; /* inside an overlong line, dropping input up to its LF */
+	bool discarding;        /* inside an overlong line, dropping input up to its LF */
 	struct event *deferred; /* delivers FLUSHED outside the caller's stack */
 };
 
@@ -67,7 +67,7 @@ accept_failed(struct evconnlistener *l, void *arg)
 
 struct ev_listener *
 ev_listener_new(struct ev_loop *loop, const struct mb_sockaddr *addr, ev_accept_cb cb, void *arg,
-		struct mb_err *err)
+                struct mb_err *err)
 {
 	struct ev_listener *el = mb_calloc(1, sizeof(*el));
 	char host[64];
@@ -75,13 +75,13 @@ ev_listener_new(struct ev_loop *loop, const struct mb_sockaddr *addr, ev_accept_
 	el->cb = cb;
 	el->arg = arg;
 	el->l = evconnlistener_new_bind(loop->base, accepted, el,
-					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-					    LEV_OPT_CLOSE_ON_EXEC,
-					1024, (const struct sockaddr *)&addr->ss, (int)addr->len);
+	                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	                                    LEV_OPT_CLOSE_ON_EXEC,
+	                                1024, (const struct sockaddr *)&addr->ss, (int)addr->len);
 	if (el->l == NULL) {
 		mb_sockaddr_host(addr, host, sizeof(host));
 		mb_err_set(err, MB_EIO, "cannot listen on %s port %d: %s", host,
-			   mb_sockaddr_port(addr), strerror(errno));
+		           mb_sockaddr_port(addr), strerror(errno));
 		free(el);
 		return NULL;
 	}
@@ -205,8 +205,7 @@ stream_arm(struct ev_stream *s)
 }
 
 struct ev_stream *
-ev_stream_new(struct ev_loop *loop, int fd, ev_cb read_cb, ev_stream_event_cb event_cb,
-	      void *arg)
+ev_stream_new(struct ev_loop *loop, int fd, ev_cb read_cb, ev_stream_event_cb event_cb, void *arg)
 {
 	struct ev_stream *s = mb_calloc(1, sizeof(*s));
 
@@ -374,9 +373,9 @@ ev_stream_start_tls(struct ev_stream *s, struct ev_tls *tls, struct mb_err *err)
 	}
 	/* RFC 3207 §4.2 / CVE-2011-0411: nothing pipelined in plaintext survives. */
 	evbuffer_drain(bufferevent_get_input(s->bev),
-		       evbuffer_get_length(bufferevent_get_input(s->bev)));
+	               evbuffer_get_length(bufferevent_get_input(s->bev)));
 	filter = bufferevent_openssl_filter_new(s->loop->base, s->bev, ssl,
-						BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	                                        BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (filter == NULL) {
 		SSL_free(ssl);
 		mb_err_set(err, MB_EIO, "TLS: cannot start");

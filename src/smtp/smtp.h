@@ -32,7 +32,11 @@ struct smtp_server;
 
 /* Binds every smtp_listen address. The config must stay valid while the server lives. */
 struct smtp_server *smtp_server_new(struct ev_loop *loop, const struct config *cfg,
-				    struct store_writer *writer, struct mb_err *err);
+                                    struct store_writer *writer, struct mb_err *err);
+/* Stops listening and drops every session. Commits still in flight finish in the store;
+ * their callbacks then find no session. Call before store_writer_free(). */
+void smtp_server_close(struct smtp_server *srv);
+/* Frees what is left; call after store_writer_free(). */
 void smtp_server_free(struct smtp_server *srv);
 size_t smtp_server_session_count(const struct smtp_server *srv);
 
@@ -66,9 +70,9 @@ struct smtp_cmd {
 void smtp_cmd_parse(const char *line, struct smtp_cmd *cmd);
 const char *smtp_verb_name(enum smtp_verb v);
 
-#define SMTP_LOCAL_MAX 64
+#define SMTP_LOCAL_MAX  64
 #define SMTP_DOMAIN_MAX 255
-#define SMTP_PATH_MAX 256
+#define SMTP_PATH_MAX   256
 
 struct smtp_mail_args {
 	char addr[SMTP_PATH_MAX + 1]; /* the mailbox without <>; "" for the null path */
@@ -88,7 +92,7 @@ enum smtp_arg_error {
 /* "FROM:<a@b> SIZE=10 BODY=8BITMIME SMTPUTF8" (MAIL) or "TO:<a@b>" (RCPT). For RCPT,
  * utf8_ok says whether the transaction's MAIL had SMTPUTF8. why gets a short reason. */
 enum smtp_arg_error smtp_mail_args_parse(const char *arg, bool is_mail, bool utf8_ok,
-					 struct smtp_mail_args *out, const char **why);
+                                         struct smtp_mail_args *out, const char **why);
 
 /* Validates a mailbox "local@domain" (RFC 5321 §4.1.2, with RFC 6531 UTF-8 if utf8). */
 bool smtp_mailbox_is_valid(const char *s, size_t len, bool utf8, const char **why);

@@ -39,7 +39,7 @@ smtp_auth_check(struct smtp_server *srv, const char *user, const char *pass)
 	if (u == NULL || u->password_hash == NULL) {
 		/* spend the same time as a real check, so user names cannot be probed */
 		mb_password_verify(pass, "$scrypt$ln=14,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$"
-					 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+		                         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
 		return false;
 	}
 	if (c == NULL) {
@@ -48,7 +48,8 @@ smtp_auth_check(struct smtp_server *srv, const char *user, const char *pass)
 	}
 	digest(c, pass, d);
 	for (size_t i = 0; i < c->n; i++) {
-		if (strcmp(c->v[i].user, user) == 0 && strcmp(c->v[i].stored, u->password_hash) == 0) {
+		if (strcmp(c->v[i].user, user) == 0 &&
+		    strcmp(c->v[i].stored, u->password_hash) == 0) {
 			ok = CRYPTO_memcmp(c->v[i].digest, d, sizeof(d)) == 0;
 			mb_secret_wipe(d, sizeof(d));
 			return ok;

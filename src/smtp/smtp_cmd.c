@@ -6,9 +6,9 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const verb_names[SMTP_VERB_COUNT] = {
-    "", "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP",
-    "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH", "BDAT"};
+static const char *const verb_names[SMTP_VERB_COUNT] = {"",     "HELO", "EHLO",     "MAIL", "RCPT",
+                                                        "DATA", "RSET", "NOOP",     "QUIT", "VRFY",
+                                                        "EXPN", "HELP", "STARTTLS", "AUTH", "BDAT"};
 
 const char *
 smtp_verb_name(enum smtp_verb v)
@@ -92,7 +92,8 @@ local_part_ok(const unsigned char *p, size_t len, bool utf8, const char **why)
 			} else if (p[i] >= 0x80) {
 				size_t n = utf8 ? utf8_seq(p + i, len - 1 - i) : 0;
 				if (n == 0) {
-					*why = utf8 ? "invalid UTF-8" : "non-ASCII without SMTPUTF8";
+					*why =
+					    utf8 ? "invalid UTF-8" : "non-ASCII without SMTPUTF8";
 					return false;
 				}
 				i += n - 1;
@@ -222,7 +223,7 @@ has_non_ascii(const char *s)
 /* Parses the path; returns a pointer just past it, or NULL. */
 static const char *
 parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
-	   enum smtp_arg_error *e, const char **why)
+           enum smtp_arg_error *e, const char **why)
 {
 	const char *start, *end;
 	size_t len;
@@ -357,7 +358,7 @@ parse_params(const char *p, bool is_mail, struct smtp_mail_args *out, const char
 
 enum smtp_arg_error
 smtp_mail_args_parse(const char *arg, bool is_mail, bool utf8_ok, struct smtp_mail_args *out,
-		     const char **why)
+                     const char **why)
 {
 	const char *kw = is_mail ? "FROM:" : "TO:";
 	const char *p;

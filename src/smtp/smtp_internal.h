@@ -27,7 +27,7 @@ struct smtp_server {
 };
 
 void smtp_session_accept(struct smtp_server *srv, int fd, const struct mb_sockaddr *peer,
-			 const struct mb_sockaddr *local);
+                         const struct mb_sockaddr *local);
 struct smtp_session *smtp_server_find(struct smtp_server *srv, uint64_t id);
 void smtp_server_register(struct smtp_server *srv, struct smtp_session *s);
 void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);

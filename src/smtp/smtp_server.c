@@ -13,7 +13,7 @@ accepted(void *arg, int fd, const struct mb_sockaddr *peer, const struct mb_sock
 
 struct smtp_server *
 smtp_server_new(struct ev_loop *loop, const struct config *cfg, struct store_writer *writer,
-		struct mb_err *err)
+                struct mb_err *err)
 {
 	struct smtp_server *srv = mb_calloc(1, sizeof(*srv));
 	const struct config_server *cs = &cfg->server;
@@ -32,7 +32,7 @@ smtp_server_new(struct ev_loop *loop, const struct config *cfg, struct store_wri
 	for (size_t i = 0; i < cs->smtp_allow.n; i++) {
 		if (mb_cidr_parse(cs->smtp_allow.v[i], &srv->allow[srv->nallow]) < 0) {
 			mb_err_set(err, MB_EINVAL, "smtp_allow: '%s' is not a network",
-				   cs->smtp_allow.v[i]);
+			           cs->smtp_allow.v[i]);
 			goto fail;
 		}
 		srv->nallow++;
@@ -52,7 +52,7 @@ smtp_server_new(struct ev_loop *loop, const struct config *cfg, struct store_wri
 			goto fail;
 		srv->nlisteners++;
 		mb_info("smtp: listening: %s%s", cs->smtp_listen.v[i],
-			srv->tls ? " (STARTTLS)" : "");
+		        srv->tls ? " (STARTTLS)" : "");
 	}
 	return srv;
 fail:
@@ -61,14 +61,23 @@ fail:
 }
 
 void
-smtp_server_free(struct smtp_server *srv)
+smtp_server_close(struct smtp_server *srv)
 {
 	if (srv == NULL)
 		return;
 	for (size_t i = 0; i < srv->nlisteners; i++)
 		ev_listener_free(srv->listeners[i]);
-	free(srv->listeners);
+	srv->nlisteners = 0;
 	smtp_session_free_all(srv);
+}
+
+void
+smtp_server_free(struct smtp_server *srv)
+{
+	if (srv == NULL)
+		return;
+	smtp_server_close(srv);
+	free(srv->listeners);
 	free(srv->buckets);
 	free(srv->allow);
 	ev_tls_free(srv->tls);

@@ -77,8 +77,7 @@ cfg(const struct smtp_session *s)
 	return &s->srv->cfg->server;
 }
 
-static void
-reply(struct smtp_session *s, const char *fmt, ...) MB_PRINTF(2, 3);
+static void reply(struct smtp_session *s, const char *fmt, ...) MB_PRINTF(2, 3);
 
 static void
 reply(struct smtp_session *s, const char *fmt, ...)
@@ -136,8 +135,7 @@ session_close(struct smtp_session *s)
 }
 
 /* A client error: counts towards smtp_max_errors. */
-static void
-error_reply(struct smtp_session *s, const char *fmt, ...) MB_PRINTF(2, 3);
+static void error_reply(struct smtp_session *s, const char *fmt, ...) MB_PRINTF(2, 3);
 
 static void
 error_reply(struct smtp_session *s, const char *fmt, ...)
@@ -152,7 +150,7 @@ error_reply(struct smtp_session *s, const char *fmt, ...)
 	mb_buf_release(&b);
 	if (++s->errors >= cfg(s)->smtp_max_errors) {
 		mb_info("smtp: disconnect: too many errors client=[%s] errors=%d", s->peer_host,
-			s->errors);
+		        s->errors);
 		reply(s, "421 4.7.0 %s Error: too many errors", s->srv->hostname);
 		session_close(s);
 	}
@@ -236,9 +234,9 @@ cmd_mail(struct smtp_session *s, const char *arg)
 			error_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
 		else
 			error_reply(s,
-				    "554 5.7.1 Relay access denied: [%s] may not send here "
-				    "(not in smtp_allow, not authenticated)",
-				    s->peer_host);
+			            "554 5.7.1 Relay access denied: [%s] may not send here "
+			            "(not in smtp_allow, not authenticated)",
+			            s->peer_host);
 		return;
 	}
 	e = smtp_mail_args_parse(arg, true, false, &s->mail, &why);
@@ -322,7 +320,7 @@ cmd_data(struct smtp_session *s, const char *arg, char id[MB_ID_LEN + 1])
 
 	if (s->state != S_RCPT) {
 		error_reply(s, s->state == S_MAIL ? "503 5.5.1 Error: need RCPT command"
-						  : "503 5.5.1 Error: need MAIL command");
+		                                  : "503 5.5.1 Error: need MAIL command");
 		return;
 	}
 	if (*arg) {
@@ -335,23 +333,22 @@ cmd_data(struct smtp_session *s, const char *arg, char id[MB_ID_LEN + 1])
 	ev_stream_tls_desc(s->stream, tls, sizeof(tls));
 	mb_buf_reset(&s->body);
 	mb_buf_printf(&s->body, "Received: from %s ([%s])\r\n", *s->helo ? s->helo : "unknown",
-		      s->peer_host);
+	              s->peer_host);
 	if (*tls)
 		mb_buf_printf(&s->body, "\t(using %s)\r\n", tls);
 	mb_buf_printf(&s->body, "\tby %s (mailbridge) with %s id %s", s->srv->hostname,
-		      protocol_name(s), id);
+	              protocol_name(s), id);
 	if (s->nrcpts == 1)
 		mb_buf_printf(&s->body, "\r\n\tfor <%s>", s->rcpts[0]);
 	mb_buf_printf(&s->body, "; %s\r\n", date);
 	smtp_data_init(&s->data, &s->body, (size_t)cfg(s)->max_message_size,
-		       (size_t)cfg(s)->smtp_max_line_length);
+	               (size_t)cfg(s)->smtp_max_line_length);
 	s->state = S_DATA;
 	ev_stream_set_timeout(s->stream, cfg(s)->smtp_data_timeout * 1000);
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-static void
-committed(void *arg, int status, const char *errmsg);
+static void committed(void *arg, int status, const char *errmsg);
 
 struct commit_ref {
 	struct smtp_server *srv;
@@ -373,8 +370,8 @@ data_done(struct smtp_session *s, const char *id)
 		txn_reset(s);
 		s->state = S_READY;
 		error_reply(s, "554 5.6.0 Message refused: it contains a bare LF or bare CR; "
-			       "end every line with CRLF (SMTP smuggling protection, "
-			       "CVE-2023-51764)");
+		               "end every line with CRLF (SMTP smuggling protection, "
+		               "CVE-2023-51764)");
 		return;
 	}
 	if (s->data.too_big) {
@@ -388,7 +385,7 @@ data_done(struct smtp_session *s, const char *id)
 		txn_reset(s);
 		s->state = S_READY;
 		error_reply(s, "554 5.6.0 Message refused: a line is longer than %lld bytes",
-			    (long long)cfg(s)->smtp_max_line_length);
+		            (long long)cfg(s)->smtp_max_line_length);
 		return;
 	}
 	m = store_msg_new();
@@ -402,15 +399,15 @@ data_done(struct smtp_session *s, const char *id)
 	m->body = mb_buf_steal(&s->body);
 	m->received_ms = mb_now_ms();
 	ev_stream_tls_desc(s->stream, tls, sizeof(tls));
-	m->client = mb_asprintf("[%s] helo=%s%s%s%s%s", s->peer_host, s->helo,
-				s->auth_user ? " auth=" : "", s->auth_user ? s->auth_user : "",
-				*tls ? " tls=" : "", *tls ? tls : "");
+	m->client =
+	    mb_asprintf("[%s] helo=%s%s%s%s%s", s->peer_host, s->helo, s->auth_user ? " auth=" : "",
+	                s->auth_user ? s->auth_user : "", *tls ? " tls=" : "", *tls ? tls : "");
 	ref = mb_malloc(sizeof(*ref));
 	ref->srv = s->srv;
 	ref->session_id = s->id;
 	snprintf(ref->id, sizeof(ref->id), "%s", id);
 	mb_info("smtp: received: id=%s from=<%s> nrcpt=%zu size=%zu client=[%s]", id, m->sender,
-		m->nrcpts, m->body_len, s->peer_host);
+	        m->nrcpts, m->body_len, s->peer_host);
 	txn_reset(s);
 	s->state = S_COMMITTING;
 	ev_stream_pause_read(s->stream);
@@ -437,7 +434,7 @@ committed(void *arg, int status, const char *errmsg)
 		reply(s, "250 2.0.0 Ok: queued as %s", id);
 	else
 		reply(s, "451 4.3.0 Error: the queue could not store the message; nothing was "
-			 "accepted, try again later");
+		         "accepted, try again later");
 	ev_stream_resume_read(s->stream);
 	process(s);
 }
@@ -455,8 +452,7 @@ auth_finish(struct smtp_session *s, char *user, char *pass)
 		s->auth_user = user;
 		reply(s, "235 2.7.0 Authentication successful");
 	} else {
-		mb_info("smtp: auth: failed user=%s client=[%s]", user ? user : "?",
-			s->peer_host);
+		mb_info("smtp: auth: failed user=%s client=[%s]", user ? user : "?", s->peer_host);
 		free(user);
 		error_reply(s, "535 5.7.8 Authentication credentials invalid");
 	}
@@ -488,8 +484,8 @@ cmd_auth(struct smtp_session *s, const char *arg)
 	}
 	if (!auth_is_offered(s)) {
 		error_reply(s, s->srv->cfg->nusers > 0 ? "538 5.7.11 Encryption required: use "
-							 "STARTTLS first"
-						       : "502 5.5.1 AUTH not available");
+		                                         "STARTTLS first"
+		                                       : "502 5.5.1 AUTH not available");
 		return;
 	}
 	if (s->auth_user) {
@@ -525,7 +521,7 @@ cmd_auth(struct smtp_session *s, const char *arg)
 		}
 	} else {
 		error_reply(s, "504 5.5.4 Unsupported authentication mechanism (use PLAIN or "
-			       "LOGIN)");
+		               "LOGIN)");
 	}
 }
 
@@ -650,7 +646,7 @@ command(struct smtp_session *s, const char *line)
 		break;
 	case SMTP_VERB_HELP:
 		reply(s, "214 2.0.0 mailbridge: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY "
-			 "STARTTLS AUTH");
+		         "STARTTLS AUTH");
 		break;
 	case SMTP_VERB_STARTTLS:
 		cmd_starttls(s, cmd.arg);
@@ -751,7 +747,7 @@ on_event(void *arg, enum ev_stream_event what)
 
 void
 smtp_session_accept(struct smtp_server *srv, int fd, const struct mb_sockaddr *peer,
-		    const struct mb_sockaddr *local)
+                    const struct mb_sockaddr *local)
 {
 	struct smtp_session *s = mb_calloc(1, sizeof(*s));
 
@@ -771,7 +767,7 @@ smtp_session_accept(struct smtp_server *srv, int fd, const struct mb_sockaddr *p
 	smtp_server_register(srv, s);
 	if ((int64_t)srv->nsessions > srv->cfg->server.smtp_max_sessions) {
 		mb_warn("smtp: refused: too many sessions (%zu) client=[%s]", srv->nsessions - 1,
-			s->peer_host);
+		        s->peer_host);
 		reply(s, "421 4.3.2 %s Too many sessions, try again later", srv->hostname);
 		session_close(s);
 		return;

@@ -81,17 +81,17 @@ struct store_query {
 typedef int (*store_msg_each_cb)(void *arg, const struct store_msg *m);
 
 /* Lists messages (without bodies), newest first unless oldest_first. */
-int store_msg_list(struct store *st, const struct store_query *q, store_msg_each_cb cb,
-		   void *arg, struct mb_err *err);
+int store_msg_list(struct store *st, const struct store_query *q, store_msg_each_cb cb, void *arg,
+                   struct mb_err *err);
 /* One message; NULL with MB_ENOTFOUND when absent. */
 struct store_msg *store_msg_get(struct store *st, const char *id, bool with_body,
-				struct mb_err *err);
+                                struct mb_err *err);
 int store_msg_delete(struct store *st, const char *id, struct mb_err *err);
 int64_t store_msg_count(struct store *st, enum store_state state, struct mb_err *err);
 
 /* The event log: what happened to messages and connections, for `mailbridge log` and the UI. */
-int store_event_add(struct store *st, const char *level, const char *msg_id,
-		    const char *connection, const char *text, struct mb_err *err);
+int store_event_add(struct store *st, const char *level, const char *msg_id, const char *connection,
+                    const char *text, struct mb_err *err);
 
 /* ---- the group-commit writer ---- */
 
@@ -100,11 +100,11 @@ struct store_writer;
 /* status 0: durable. -1: not stored (errmsg says why); the message must not be acknowledged. */
 typedef void (*store_commit_cb)(void *arg, int status, const char *errmsg);
 
-struct store_writer *store_writer_new(const char *data_dir, struct ev_loop *loop,
-				      int64_t batch_max, struct mb_err *err);
+struct store_writer *store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max,
+                                      struct mb_err *err);
 /* Adopts m. cb runs on the loop thread, exactly once. */
 void store_writer_submit(struct store_writer *w, struct store_msg *m, store_commit_cb cb,
-			 void *arg);
+                         void *arg);
 /* Commits what is pending, runs its callbacks, stops the thread. */
 void store_writer_free(struct store_writer *w);
 

@@ -143,9 +143,9 @@ migrate(sqlite3 *db, struct mb_err *err)
 	}
 	if (v > NMIGRATIONS) {
 		mb_err_set(err, MB_EINVAL,
-			   "store: the database has schema version %d, newer than this mailbridge "
-			   "knows (%d): run the newer mailbridge, or restore a backup",
-			   v, NMIGRATIONS);
+		           "store: the database has schema version %d, newer than this mailbridge "
+		           "knows (%d): run the newer mailbridge, or restore a backup",
+		           v, NMIGRATIONS);
 		return -1;
 	}
 	for (; v < NMIGRATIONS; v++) {
@@ -172,7 +172,7 @@ store_db_open(const char *data_dir, bool create, struct mb_err *err)
 	if (create) {
 		if (mkdir(data_dir, 0700) < 0 && errno != EEXIST) {
 			mb_err_set(err, MB_EIO, "store: cannot create data_dir %s: %s", data_dir,
-				   strerror(errno));
+			           strerror(errno));
 			return NULL;
 		}
 		flags |= SQLITE_OPEN_CREATE;
@@ -180,7 +180,7 @@ store_db_open(const char *data_dir, bool create, struct mb_err *err)
 	path = mb_asprintf("%s/%s", data_dir, STORE_DB_NAME);
 	if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
 		mb_err_set(err, MB_EIO, "store: cannot open %s: %s", path,
-			   db ? sqlite3_errmsg(db) : "out of memory");
+		           db ? sqlite3_errmsg(db) : "out of memory");
 		sqlite3_close(db);
 		free(path);
 		return NULL;
@@ -189,18 +189,18 @@ store_db_open(const char *data_dir, bool create, struct mb_err *err)
 	sqlite3_busy_timeout(db, 10000);
 	sqlite3_extended_result_codes(db, 1);
 	if (store_db_exec(db,
-			  "PRAGMA journal_mode = WAL;"
-			  "PRAGMA synchronous = FULL;"
-			  "PRAGMA foreign_keys = ON;"
-			  "PRAGMA secure_delete = ON;",
-			  err) < 0 ||
+	                  "PRAGMA journal_mode = WAL;"
+	                  "PRAGMA synchronous = FULL;"
+	                  "PRAGMA foreign_keys = ON;"
+	                  "PRAGMA secure_delete = ON;",
+	                  err) < 0 ||
 	    (create && migrate(db, err) < 0)) {
 		sqlite3_close(db);
 		return NULL;
 	}
 	if (!create && user_version(db) < 1) {
 		mb_err_set(err, MB_EINVAL, "store: %s/%s has no schema yet: start the daemon once",
-			   data_dir, STORE_DB_NAME);
+		           data_dir, STORE_DB_NAME);
 		sqlite3_close(db);
 		return NULL;
 	}

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <strings.h>
 
-static const char *const state_names[STORE_STATE_COUNT] = {"queued", "sending", "deferred",
-							   "sent", "failed"};
+static const char *const state_names[STORE_STATE_COUNT] = {"queued", "sending", "deferred", "sent",
+                                                           "failed"};
 
 const char *
 store_state_name(enum store_state s)
@@ -153,8 +153,8 @@ load_rcpts(struct store *s, struct store_msg *m, struct mb_err *err)
 	int rc;
 
 	if (sqlite3_prepare_v2(s->db,
-			       "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx",
-			       -1, &st, NULL) != SQLITE_OK) {
+	                       "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx",
+	                       -1, &st, NULL) != SQLITE_OK) {
 		store_db_err(s->db, err, "listing recipients");
 		return -1;
 	}
@@ -171,7 +171,7 @@ load_rcpts(struct store *s, struct store_msg *m, struct mb_err *err)
 
 int
 store_msg_list(struct store *s, const struct store_query *q, store_msg_each_cb cb, void *arg,
-	       struct mb_err *err)
+               struct mb_err *err)
 {
 	struct mb_buf sql = {0};
 	sqlite3_stmt *st;
@@ -184,10 +184,10 @@ store_msg_list(struct store *s, const struct store_query *q, store_msg_each_cb c
 			mb_buf_printf(&sql, "%s'%s'", i ? "," : "", store_state_name(q->states[i]));
 		mb_buf_puts(&sql, ")");
 	}
-	mb_buf_printf(&sql, " ORDER BY m.received_at %s, m.id %s",
-		      q->oldest_first ? "ASC" : "DESC", q->oldest_first ? "ASC" : "DESC");
+	mb_buf_printf(&sql, " ORDER BY m.received_at %s, m.id %s", q->oldest_first ? "ASC" : "DESC",
+	              q->oldest_first ? "ASC" : "DESC");
 	mb_buf_printf(&sql, " LIMIT %lld OFFSET %lld", q->limit > 0 ? (long long)q->limit : -1LL,
-		      (long long)q->offset);
+	              (long long)q->offset);
 	rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
 	mb_buf_release(&sql);
 	if (rc != SQLITE_OK) {
@@ -219,9 +219,10 @@ store_msg_get(struct store *s, const char *id, bool with_body, struct mb_err *er
 	struct store_msg *m;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db, "SELECT " MSG_COLS ", b.data FROM messages m"
-				      " LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT " MSG_COLS ", b.data FROM messages m"
+	                       " LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?",
+	                       -1, &st, NULL) != SQLITE_OK) {
 		store_db_err(s->db, err, "reading a message");
 		return NULL;
 	}
@@ -283,7 +284,7 @@ store_msg_count(struct store *s, enum store_state state, struct mb_err *err)
 	int64_t n = -1;
 
 	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM messages WHERE state = ?", -1, &st,
-			       NULL) != SQLITE_OK) {
+	                       NULL) != SQLITE_OK) {
 		store_db_err(s->db, err, "counting messages");
 		return -1;
 	}
@@ -298,15 +299,15 @@ store_msg_count(struct store *s, enum store_state state, struct mb_err *err)
 
 int
 store_event_add(struct store *s, const char *level, const char *msg_id, const char *connection,
-		const char *text, struct mb_err *err)
+                const char *text, struct mb_err *err)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	if (sqlite3_prepare_v2(s->db,
-			       "INSERT INTO events (at, level, message_id, connection, text)"
-			       " VALUES (?, ?, ?, ?, ?)",
-			       -1, &st, NULL) != SQLITE_OK) {
+	                       "INSERT INTO events (at, level, message_id, connection, text)"
+	                       " VALUES (?, ?, ?, ?, ?)",
+	                       -1, &st, NULL) != SQLITE_OK) {
 		store_db_err(s->db, err, "adding an event");
 		return -1;
 	}

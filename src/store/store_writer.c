@@ -179,8 +179,7 @@ run_done(void *arg)
 }
 
 struct store_writer *
-store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max,
-		 struct mb_err *err)
+store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max, struct mb_err *err)
 {
 	struct store_writer *w;
 	sqlite3 *db = store_db_open(data_dir, true, err);
@@ -191,15 +190,15 @@ store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max,
 	w->db = db;
 	w->batch_max = batch_max > 0 ? batch_max : 512;
 	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO messages (id, sender, size, received_at, state,"
-			       " next_attempt_at, client, subject, from_hdr, updated_at)"
-			       " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9)",
-			       -1, &w->ins_msg, NULL) != SQLITE_OK ||
+	                       "INSERT INTO messages (id, sender, size, received_at, state,"
+	                       " next_attempt_at, client, subject, from_hdr, updated_at)"
+	                       " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9)",
+	                       -1, &w->ins_msg, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db,
-			       "INSERT INTO recipients (message_id, idx, address) VALUES (?, ?, ?)",
-			       -1, &w->ins_rcpt, NULL) != SQLITE_OK ||
+	                       "INSERT INTO recipients (message_id, idx, address) VALUES (?, ?, ?)",
+	                       -1, &w->ins_rcpt, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", -1,
-			       &w->ins_body, NULL) != SQLITE_OK) {
+	                       &w->ins_body, NULL) != SQLITE_OK) {
 		store_db_err(db, err, "preparing statements");
 		goto fail;
 	}

@@ -49,8 +49,8 @@ void mb_log(enum mb_log_level level, const char *fmt, ...) MB_PRINTF(2, 3);
 		if (mb_log_is_enabled(MB_LOG_DEBUG))                                               \
 			mb_log(MB_LOG_DEBUG, __VA_ARGS__);                                         \
 	} while (0)
-#define mb_info(...) mb_log(MB_LOG_INFO, __VA_ARGS__)
-#define mb_warn(...) mb_log(MB_LOG_WARN, __VA_ARGS__)
+#define mb_info(...)  mb_log(MB_LOG_INFO, __VA_ARGS__)
+#define mb_warn(...)  mb_log(MB_LOG_WARN, __VA_ARGS__)
 #define mb_fatal(...) mb_log(MB_LOG_FATAL, __VA_ARGS__)
 
 /* ---- allocation (aborts on out-of-memory) ---- */

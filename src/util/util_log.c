@@ -59,7 +59,7 @@ mb_log(enum mb_log_level level, const char *fmt, ...)
 	if (log_format == MB_LOG_JSON) {
 		mb_iso_date(mb_now_ms(), date, sizeof(date));
 		mb_buf_printf(&line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", date,
-			      level_names[level]);
+		              level_names[level]);
 		mb_buf_json_str(&line, text);
 		mb_buf_puts(&line, "}\n");
 	} else if (log_journal) {

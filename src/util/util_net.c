@@ -51,7 +51,7 @@ mb_sockaddr_parse(const char *hostport, struct mb_sockaddr *out, struct mb_err *
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0 || res == NULL) {
 		mb_err_set(err, MB_EINVAL, "'%s': cannot resolve host: %s", hostport,
-			   gai_strerror(rc));
+		           gai_strerror(rc));
 		return -1;
 	}
 	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
@@ -60,7 +60,7 @@ mb_sockaddr_parse(const char *hostport, struct mb_sockaddr *out, struct mb_err *
 	return 0;
 bad:
 	mb_err_set(err, MB_EINVAL, "'%s' is not host:port (e.g. 127.0.0.1:2525 or [::1]:2525)",
-		   hostport);
+	           hostport);
 	return -1;
 }
 
@@ -87,10 +87,10 @@ mb_sockaddr_host(const struct mb_sockaddr *a, char *out, size_t outlen)
 {
 	if (a->ss.ss_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, out,
-			  (socklen_t)outlen);
+		          (socklen_t)outlen);
 	else if (a->ss.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, out,
-			  (socklen_t)outlen);
+		          (socklen_t)outlen);
 	else
 		snprintf(out, outlen, "local");
 }

@@ -8,10 +8,10 @@
 #include <string.h>
 
 #define SCRYPT_LN 14
-#define SCRYPT_R 8
-#define SCRYPT_P 1
-#define SALT_LEN 16
-#define HASH_LEN 32
+#define SCRYPT_R  8
+#define SCRYPT_P  1
+#define SALT_LEN  16
+#define HASH_LEN  32
 
 static int
 derive(const char *pw, const unsigned char *salt, size_t saltlen, int ln, int r, int p,
@@ -21,9 +21,9 @@ derive(const char *pw, const unsigned char *salt, size_t saltlen, int ln, int r,
 	uint64_t maxmem = 128 * n * (uint64_t)r * 2 + 1024 * 1024;
 
 	return EVP_PBE_scrypt(pw, strlen(pw), salt, saltlen, n, (uint64_t)r, (uint64_t)p, maxmem,
-			      out, HASH_LEN) == 1
-		   ? 0
-		   : -1;
+	                      out, HASH_LEN) == 1
+	           ? 0
+	           : -1;
 }
 
 char *
@@ -37,8 +37,7 @@ mb_password_hash(const char *password)
 		return NULL;
 	s64 = mb_base64_encode(salt, sizeof(salt));
 	h64 = mb_base64_encode(hash, sizeof(hash));
-	out = mb_asprintf("$scrypt$ln=%d,r=%d,p=%d$%s$%s", SCRYPT_LN, SCRYPT_R, SCRYPT_P, s64,
-			  h64);
+	out = mb_asprintf("$scrypt$ln=%d,r=%d,p=%d$%s$%s", SCRYPT_LN, SCRYPT_R, SCRYPT_P, s64, h64);
 	free(s64);
 	free(h64);
 	mb_secret_wipe(hash, sizeof(hash));
