@@ -59,6 +59,18 @@ void ev_listener_pause(struct ev_listener *l);
 void ev_listener_resume(struct ev_listener *l);
 void ev_listener_free(struct ev_listener *l);
 
+/* ---- raw fd watchers (for libcurl's multi socket interface) ---- */
+
+struct ev_io;
+#define EV_IO_READ  1
+#define EV_IO_WRITE 2
+typedef void (*ev_io_cb)(void *arg, int fd, int events);
+
+/* Watches fd (not adopted, never closed here); ev_io_set(io, 0) stops watching. */
+struct ev_io *ev_io_new(struct ev_loop *loop, int fd, ev_io_cb cb, void *arg);
+void ev_io_set(struct ev_io *io, int events);
+void ev_io_free(struct ev_io *io);
+
 /* ---- TLS ---- */
 
 struct ev_tls *ev_tls_server_new(const char *cert_file, const char *key_file, struct mb_err *err);

@@ -185,3 +185,61 @@ ev_notify_free(struct ev_notify *n)
 	close(n->fd);
 	free(n);
 }
+
+struct ev_io {
+	struct event *ev;
+	struct event_base *base;
+	int fd;
+	ev_io_cb cb;
+	void *arg;
+};
+
+static void
+io_fired(evutil_socket_t fd, short what, void *arg)
+{
+	struct ev_io *io = arg;
+	int events = ((what & EV_READ) ? EV_IO_READ : 0) | ((what & EV_WRITE) ? EV_IO_WRITE : 0);
+
+	io->cb(io->arg, (int)fd, events);
+}
+
+struct ev_io *
+ev_io_new(struct ev_loop *loop, int fd, ev_io_cb cb, void *arg)
+{
+	struct ev_io *io = mb_calloc(1, sizeof(*io));
+
+	io->base = loop->base;
+	io->fd = fd;
+	io->cb = cb;
+	io->arg = arg;
+	return io;
+}
+
+void
+ev_io_set(struct ev_io *io, int events)
+{
+	short what = EV_PERSIST;
+
+	if (io->ev) {
+		event_free(io->ev);
+		io->ev = NULL;
+	}
+	if (events == 0)
+		return;
+	if (events & EV_IO_READ)
+		what |= EV_READ;
+	if (events & EV_IO_WRITE)
+		what |= EV_WRITE;
+	io->ev = event_new(io->base, io->fd, what, io_fired, io);
+	event_add(io->ev, NULL);
+}
+
+void
+ev_io_free(struct ev_io *io)
+{
+	if (io == NULL)
+		return;
+	if (io->ev)
+		event_free(io->ev);
+	free(io);
+}

@@ -98,6 +98,31 @@ char *mb_password_hash(const char *password);
 /* Constant-time check; false for a malformed stored hash. Costs ~50 ms of CPU. */
 bool mb_password_verify(const char *password, const char *stored);
 
+/* ---- secrets at rest: AES-256-GCM under one key file ---- */
+
+#define MB_KEY_LEN 32
+
+struct mb_key {
+	unsigned char k[MB_KEY_LEN];
+	char source[512]; /* where it came from, for messages (never the key itself) */
+};
+
+/* Loads the store key from $CREDENTIALS_DIRECTORY/mailbridge.key (systemd), else key_file
+ * (if non-NULL and non-empty), else {data_dir}/secret.key, which is created with mode 0600
+ * when absent and create is set. A key file readable by group or others is refused. The file
+ * holds 32 raw bytes or their base64. */
+int mb_key_load(const char *key_file, const char *data_dir, bool create, struct mb_key *out,
+                struct mb_err *err);
+void mb_key_wipe(struct mb_key *k);
+/* Seals plaintext bound to aad (e.g. "token:office365:refresh"): "mb1" nonce ct tag.
+ * Returns a new buffer and its length. */
+unsigned char *mb_seal(const struct mb_key *k, const void *pt, size_t len, const char *aad,
+                       size_t *outlen);
+/* Opens what mb_seal made; NULL if the key, the aad or the bytes differ. The result is
+ * NUL-terminated; free it with mb_secret_free (or wipe len bytes). */
+char *mb_open(const struct mb_key *k, const unsigned char *ct, size_t len, const char *aad,
+              size_t *ptlen);
+
 /* ---- time ---- */
 
 int64_t mb_now_ms(void);  /* wall clock, Unix epoch */

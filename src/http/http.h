@@ -1,0 +1,83 @@
+/*
+ * http: the HTTPS client, libcurl's multi interface driven by the loop (only this module
+ * includes curl/curl.h). One multi handle for the whole process, so connections are kept
+ * alive and HTTP/2 is used where the server offers it.
+ *
+ * Async rule: a request started with http_request_start() belongs to the client until its
+ * callback has run exactly once: with a response, with a transport error, or cancelled.
+ * Requests are referred to by id, never by pointer.
+ *
+ * Secrets: bodies and headers given to a request are copied into buffers that are wiped when
+ * the request ends. Nothing here logs a header or a body.
+ */
+#ifndef MB_HTTP_H
+#define MB_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ev/ev.h"
+#include "util/util.h"
+
+enum http_result {
+	HTTP_OK,        /* a response arrived (any status) */
+	HTTP_TRANSPORT, /* DNS, connect, TLS, reset, timeout: see error */
+	HTTP_CANCELLED
+};
+
+struct http_request {
+	const char *method; /* "GET", "POST", "PUT", ... */
+	const char *url;
+	const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
+	const void *body;
+	size_t body_len;
+	int64_t timeout_ms;  /* whole transfer; 0 = 30 s */
+	const char *ca_file; /* extra trust anchors; NULL = system store */
+	const char *bearer;  /* Authorization: Bearer ... (wiped after use); may be NULL */
+};
+
+struct http_response {
+	enum http_result result;
+	bool timed_out;
+	long status;
+	const char *error; /* for HTTP_TRANSPORT: curl's explanation */
+	const char *body;  /* NUL-terminated */
+	size_t body_len;
+	const char *content_type;
+	int64_t retry_after_s;  /* Retry-After in seconds, -1 if absent */
+	const char *request_id; /* Graph's request-id header, or "" */
+	int64_t elapsed_ms;
+};
+
+typedef void (*http_done_cb)(void *arg, const struct http_response *resp);
+
+struct http_client;
+
+struct http_client *http_client_new(struct ev_loop *loop);
+/* Cancels what is in flight (callbacks run with HTTP_CANCELLED), then frees. */
+void http_client_free(struct http_client *c);
+
+/* Starts a request; returns its id (> 0). cb runs later on the loop, never from here. */
+uint64_t http_request_start(struct http_client *c, const struct http_request *req, http_done_cb cb,
+                            void *arg);
+/* Cancels a request; its callback runs with HTTP_CANCELLED. Unknown ids are ignored. */
+void http_request_cancel(struct http_client *c, uint64_t id);
+size_t http_client_inflight(const struct http_client *c);
+
+/* Blocking variant for the command line. The response's strings live until
+ * http_response_release(). */
+int http_request_sync(const struct http_request *req, struct http_response *resp,
+                      struct mb_err *err);
+void http_response_release(struct http_response *resp);
+
+/* application/x-www-form-urlencoded: appends "&name=value" (no '&' when b is empty), with
+ * RFC 3986 percent-encoding. */
+void http_form_add(struct mb_buf *b, const char *name, const char *value);
+/* Percent-encodes s into b (RFC 3986 unreserved characters kept). */
+void http_url_encode(struct mb_buf *b, const char *s);
+/* Decodes one application/x-www-form-urlencoded value from a query string: the value of
+ * name, newly allocated, or NULL if absent. */
+char *http_query_get(const char *query, const char *name);
+
+#endif
