@@ -11,7 +11,7 @@
  * rule, TLS pairs, connection references) and names the line of the key at fault.
  *
  * Ownership: a struct config owns all of its strings; config_free() releases them. Secret
- * values (inline client_secret) are wiped on free and printed masked.
+ * values (inline client_secret, password_hash) are wiped on free and printed masked.
  */
 #ifndef MB_CONFIG_H
 #define MB_CONFIG_H
@@ -78,7 +78,7 @@ struct config_server {
 
 struct config_conn {
 	char *name;
-	int line; /* where its section starts, for messages */
+	int line;       /* where its section starts, for messages */
 	char *provider; /* microsoft-graph | microsoft-smtp | smtp */
 	char *sender;
 	struct config_list senders;
@@ -153,7 +153,8 @@ int config_set(struct config *c, const char *dotted_key, const char *value, stru
 /* Checks the rules that span keys. Errors name file:line of the key at fault. */
 int config_validate(const struct config *c, struct mb_err *err);
 
-/* Writes the effective values, one "key = value" per line, secrets masked. */
+/* Writes the effective values, one "key = value" per line, secrets masked: every [server] key,
+ * then each [connection NAME] and [user NAME] with the keys that are set. */
 void config_show(const struct config *c, FILE *out);
 
 const struct config_conn *config_conn_find(const struct config *c, const char *name);
