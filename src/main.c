@@ -14,7 +14,7 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {"serve", cli_serve_main, "serve [-c FILE] [--set KEY=VALUE]...  run the gateway"},
     {"sendmail", cli_sendmail_main, "sendmail [-t] [-i] [-f FROM] [-F NAME] [--] [RCPT...]"},
-    {"config", cli_config_main, "config check|show [-c FILE]"},
+    {"config", cli_config_main, "config check|show|reference [-c FILE]"},
     {"queue", cli_queue_main, "queue [list | show ID [--raw] | delete ID] [--json]"},
     {"log", cli_log_main, "log [--status S] [--limit N] [--json]"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},

@@ -39,7 +39,7 @@ cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 	o->limit = -1;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:n:", longopts, &idx)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:n:", longopts, &idx)) != -1) {
 		const char *name = NULL;
 		int64_t v;
 

@@ -44,9 +44,14 @@ cli_config_main(int argc, char **argv)
 
 	if (cli_opts_parse(argc, argv, "set", &o) < 0)
 		return EX_USAGE;
+	if (o.nargs == 1 && strcmp(o.args[0], "reference") == 0) {
+		config_doc_markdown(stdout);
+		cli_opts_free(&o);
+		return EX_OK;
+	}
 	if (o.nargs != 1 || (strcmp(o.args[0], "check") != 0 && strcmp(o.args[0], "show") != 0)) {
-		fprintf(stderr,
-		        "usage: mailbridge config check|show [-c FILE] [--set KEY=VALUE]\n");
+		fprintf(stderr, "usage: mailbridge config check|show|reference [-c FILE] "
+		                "[--set KEY=VALUE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}

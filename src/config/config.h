@@ -160,6 +160,9 @@ void config_show(const struct config *c, FILE *out);
 const struct config_conn *config_conn_find(const struct config *c, const char *name);
 const struct config_user *config_user_find(const struct config *c, const char *name);
 
+/* Every key with its type, default, bounds and meaning, as Markdown (docs/config.md). */
+void config_doc_markdown(FILE *out);
+
 void config_free(struct config *c);
 
 #endif

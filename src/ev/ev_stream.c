@@ -35,8 +35,9 @@ struct ev_stream {
 	int64_t read_ms;
 	bool tls;
 	bool closing;
-	bool discarding;        /* inside an overlong line, dropping input up to its LF */
-	struct event *deferred; /* delivers FLUSHED outside the caller's stack */
+	bool discarding;                  /* inside an overlong line, dropping input up to its LF */
+	struct event *deferred;           /* delivers FLUSHED outside the caller's stack */
+	struct evbuffer_cb_entry *raw_cb; /* TLS: watches the socket's own output drain */
 };
 
 static void
@@ -158,6 +159,44 @@ stream_read(struct bufferevent *bev, void *arg)
 	s->read_cb(s->arg);
 }
 
+/* Bytes still waiting below the TLS layer, in the socket's own bufferevent. */
+static size_t
+raw_pending(const struct ev_stream *s)
+{
+	struct bufferevent *raw = s->tls ? bufferevent_get_underlying(s->bev) : NULL;
+
+	return raw ? evbuffer_get_length(bufferevent_get_output(raw)) : 0;
+}
+
+static void
+raw_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct ev_stream *s = arg;
+	struct timeval now = {0, 0};
+
+	if (evbuffer_get_length(buf) == 0 && s->raw_cb) {
+		evbuffer_remove_cb_entry(buf, s->raw_cb);
+		s->raw_cb = NULL;
+		evtimer_add(s->deferred, &now);
+	}
+}
+
+/* When closing, FLUSHED means on the wire: over TLS the encrypted bytes must leave too. */
+static void
+flush_then_report(struct ev_stream *s)
+{
+	struct timeval now = {0, 0};
+	struct bufferevent *raw;
+
+	if (raw_pending(s) == 0) {
+		evtimer_add(s->deferred, &now);
+		return;
+	}
+	raw = bufferevent_get_underlying(s->bev);
+	if (s->raw_cb == NULL)
+		s->raw_cb = evbuffer_add_cb(bufferevent_get_output(raw), raw_drained, s);
+}
+
 static void
 stream_write(struct bufferevent *bev, void *arg)
 {
@@ -165,7 +204,10 @@ stream_write(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
 		return;
-	s->event_cb(s->arg, s->closing ? EV_STREAM_FLUSHED : EV_STREAM_DRAINED);
+	if (s->closing)
+		flush_then_report(s);
+	else
+		s->event_cb(s->arg, EV_STREAM_DRAINED);
 }
 
 static void
@@ -231,6 +273,9 @@ ev_stream_free(struct ev_stream *s)
 	if (s == NULL)
 		return;
 	event_free(s->deferred);
+	if (s->raw_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(s->bev)),
+		                         s->raw_cb);
 	bufferevent_free(s->bev);
 	free(s);
 }
@@ -353,12 +398,10 @@ ev_stream_resume_read(struct ev_stream *s)
 void
 ev_stream_close_after_write(struct ev_stream *s)
 {
-	struct timeval now = {0, 0};
-
 	s->closing = true;
 	bufferevent_disable(s->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		evtimer_add(s->deferred, &now);
+		flush_then_report(s);
 }
 
 int

@@ -83,8 +83,8 @@ struct smtp_mail_args {
 
 enum smtp_arg_error {
 	SMTP_ARG_OK,
-	SMTP_ARG_SYNTAX,    /* 501: no FROM:/TO:, bad brackets */
-	SMTP_ARG_ADDRESS,   /* 501: the address itself is invalid */
+	SMTP_ARG_SYNTAX,    /* 501 5.5.4: no FROM:/TO: */
+	SMTP_ARG_ADDRESS,   /* 501 5.1.x: the path or the address is invalid */
 	SMTP_ARG_PARAM,     /* 555: an unknown or malformed parameter */
 	SMTP_ARG_NEED_UTF8, /* 553: non-ASCII address without SMTPUTF8 */
 };

@@ -254,7 +254,7 @@ parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
 			end++;
 		}
 		if (*end != '>') {
-			*e = SMTP_ARG_SYNTAX, *why = "missing '>'";
+			*e = SMTP_ARG_ADDRESS, *why = "missing '>'";
 			return NULL;
 		}
 		len = (size_t)(end - start);
@@ -265,7 +265,7 @@ parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
 		end = p + strcspn(p, " ");
 		len = (size_t)(end - start);
 		if (len == 0) {
-			*e = SMTP_ARG_SYNTAX, *why = "missing address";
+			*e = SMTP_ARG_ADDRESS, *why = "missing address";
 			return NULL;
 		}
 	}

@@ -14,8 +14,6 @@
 
 /* Stop reading while this much output waits for a client that does not read. */
 #define OUTPUT_HIGH_WATER (256 * 1024)
-/* Command lines: RFC 5321 says 512; AUTH responses (RFC 4954) may be 12288. */
-#define CMD_LINE_MAX 12288
 
 enum session_state {
 	S_INIT,       /* before HELO/EHLO */
@@ -249,6 +247,9 @@ cmd_mail(struct smtp_session *s, const char *arg)
 	case SMTP_ARG_NEED_UTF8:
 		error_reply(s, "553 5.6.7 %s", why);
 		return;
+	case SMTP_ARG_SYNTAX:
+		error_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
 	default:
 		error_reply(s, "501 5.1.7 Bad sender address syntax: %s", why);
 		return;
@@ -283,6 +284,9 @@ cmd_rcpt(struct smtp_session *s, const char *arg)
 		return;
 	case SMTP_ARG_NEED_UTF8:
 		error_reply(s, "553 5.6.7 %s", why);
+		return;
+	case SMTP_ARG_SYNTAX:
+		error_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	default:
 		error_reply(s, "501 5.1.3 Bad recipient address syntax: %s", why);
@@ -639,7 +643,10 @@ command(struct smtp_session *s, const char *line)
 		session_close(s);
 		break;
 	case SMTP_VERB_VRFY:
-		reply(s, "252 2.0.0 Cannot VRFY user; send some mail");
+		if (*cmd.arg == '\0')
+			error_reply(s, "501 5.5.4 Syntax: VRFY address");
+		else
+			reply(s, "252 2.0.0 Cannot VRFY user; send some mail");
 		break;
 	case SMTP_VERB_EXPN:
 		error_reply(s, "502 5.5.1 EXPN not available");
@@ -694,7 +701,8 @@ process(struct smtp_session *s)
 				return; /* need more input */
 			continue;
 		}
-		switch (ev_stream_read_line(s->stream, &s->line, CMD_LINE_MAX)) {
+		switch (ev_stream_read_line(s->stream, &s->line,
+		                            (size_t)cfg(s)->smtp_max_line_length - 2)) {
 		case EV_LINE_NONE:
 			return;
 		case EV_LINE_TOO_LONG:

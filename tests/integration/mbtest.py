@@ -1,0 +1,321 @@
+"""Shared helpers for the integration tests (not a test itself: CTest runs test_*.py).
+
+Everything is bounded: sockets have timeouts, subprocesses have timeouts, daemons are stopped
+by PID (SIGTERM, then SIGKILL after a bounded wait), and a watchdog ends the whole run (after
+cleaning up) if it takes longer than its budget.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HOSTNAME = "mx.test"
+QUEUED_RE = re.compile(r"250 2\.0\.0 Ok: queued as ([0-9A-Za-z]+)")
+
+_cleanups = []  # callables, run last-in first-out by cleanup_all()
+_cleanup_lock = threading.Lock()
+
+
+def on_cleanup(fn):
+    with _cleanup_lock:
+        _cleanups.append(fn)
+    return fn
+
+
+def cleanup_all():
+    while True:
+        with _cleanup_lock:
+            if not _cleanups:
+                return
+            fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception:  # keep cleaning up
+            traceback.print_exc()
+
+
+def start_watchdog(seconds):
+    """Cleans up and exits with status 3 if the run is still going after `seconds`."""
+    def fire():
+        print("WATCHDOG: the run took more than %d s; cleaning up and giving up" % seconds,
+              flush=True)
+        cleanup_all()
+        os._exit(3)
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tempdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def strip_received(raw):
+    """The message without its first header field, which must be one Received: (with folded
+    continuation lines). None if the message does not start with Received:."""
+    if not raw.startswith(b"Received: "):
+        return None
+    pos = raw.find(b"\r\n") + 2
+    while raw[pos:pos + 1] in (b" ", b"\t"):
+        pos = raw.find(b"\r\n", pos) + 2
+    return raw[pos:]
+
+
+def dot_unstuff(content):
+    """content: CRLF lines as sent inside DATA (without the final "."), returns the message."""
+    return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in content.split(b"\r\n"))
+
+
+def write_config(path, server, users=None, extra=""):
+    """server: dict of [server] keys. users: {name: password_hash}."""
+    lines = ["[server]"] + ["%s = %s" % (k, v) for k, v in server.items()]
+    for name, h in (users or {}).items():
+        lines += ["", "[user %s]" % name, "password_hash = %s" % h]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + extra)
+
+
+def run(cmd, timeout=30, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(cmd, timeout=timeout, **kw)
+
+
+def hash_password(binary, password):
+    r = run([binary, "hash-password"], input=(password + "\n").encode(), stdin=None)
+    if r.returncode != 0:
+        raise RuntimeError("hash-password failed: %r" % r.stderr)
+    return r.stdout.decode().strip()
+
+
+class Daemon:
+    """One `mailbridge serve` on free loopback ports with its own config and data_dir."""
+
+    def __init__(self, binary, tmp, server=None, users=None, data_dir=None, name="daemon"):
+        self.binary = binary
+        self.tmp = tmp
+        self.name = name
+        self.smtp_port = free_port()
+        self.data_dir = data_dir or os.path.join(tmp, name + "-var")
+        self.conf = os.path.join(tmp, name + ".conf")
+        cfg = {
+            "data_dir": self.data_dir,
+            "smtp_listen": "127.0.0.1:%d" % self.smtp_port,
+            "http_listen": "127.0.0.1:%d" % free_port(),
+            "smtp_hostname": HOSTNAME,
+        }
+        cfg.update(server or {})
+        write_config(self.conf, cfg, users)
+        self.proc = None
+        self.log_path = os.path.join(tmp, name + ".log")
+        on_cleanup(self.stop)
+
+    def start(self, wait=10.0):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "-c", self.conf],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + wait
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %d at start-up:\n%s"
+                                   % (self.name, self.proc.returncode, self.log_tail()))
+            try:
+                with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=2) as s:
+                    s.settimeout(2)
+                    if s.recv(512).startswith(b"220 "):
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(512)
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s did not listen within %.0f s:\n%s"
+                                   % (self.name, wait, self.log_tail()))
+            time.sleep(0.05)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL after `timeout`. Returns the exit status (None if not run)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def kill9(self):
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-n:]
+        except OSError:
+            return ""
+
+    # ---- the CLI on this daemon's config; options go before the verb ----
+
+    def cli(self, command, opts=(), args=(), timeout=30, **kw):
+        return run([self.binary, command, "-c", self.conf] + list(opts) + list(args),
+                   timeout=timeout, **kw)
+
+    def queue_list(self):
+        """Every stored message, whatever its state (`log` lists all states; `queue list`
+        only the pending ones, which is the same while nothing delivers)."""
+        r = self.cli("log", ["--json", "--limit", "1000000"])
+        if r.returncode != 0:
+            raise AssertionError("log failed: rc=%d %s" % (r.returncode, r.stderr))
+        return json.loads(r.stdout)
+
+    def queue_pending(self):
+        r = self.cli("queue", ["--json"], ["list"])
+        if r.returncode != 0:
+            raise AssertionError("queue list failed: rc=%d %s" % (r.returncode, r.stderr))
+        return json.loads(r.stdout)
+
+    def queue_raw(self, qid):
+        """The stored message, or None when `queue show` fails."""
+        r = self.cli("queue", ["--raw"], ["show", qid])
+        return r.stdout if r.returncode == 0 else None
+
+    def queue_json(self, qid):
+        r = self.cli("queue", ["--json"], ["show", qid])
+        if r.returncode != 0:
+            raise AssertionError("queue show %s failed: rc=%d %s" % (qid, r.returncode, r.stderr))
+        return json.loads(r.stdout)
+
+
+class SMTPConn:
+    """A minimal raw SMTP client (for exact control over bytes and replies)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed; partial: %r" % self.buf)
+            self.buf += chunk
+        l, self.buf = self.buf.split(b"\r\n", 1)
+        return l.decode("utf-8", "replace")
+
+    def reply(self):
+        """One reply (all lines of a multi-line one), as a list of lines."""
+        lines = [self.line()]
+        while len(lines[-1]) > 3 and lines[-1][3] == "-":
+            lines.append(self.line())
+        return lines
+
+    def cmd(self, text):
+        self.sock.sendall(text.encode("utf-8") + b"\r\n")
+        return self.reply()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def read_until_close(self):
+        out = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except ConnectionResetError:
+            pass
+        return self.buf + out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Runner:
+    """Runs test functions in order; prints one line each and a closing summary."""
+
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+
+    def run(self, name, fn, *args):
+        t0 = time.monotonic()
+        try:
+            try:
+                fn(*args)
+            finally:
+                cleanup_all()  # stop this test's daemons, unmount, remove its temp dirs
+        except SkipTest as e:
+            self.skipped += 1
+            print("skip %s: %s" % (name, e), flush=True)
+            return
+        except Exception:
+            self.failed += 1
+            print("FAIL %s (%.1fs)\n%s" % (name, time.monotonic() - t0,
+                                           traceback.format_exc()), flush=True)
+            return
+        self.passed += 1
+        print("ok   %s (%.1fs)" % (name, time.monotonic() - t0), flush=True)
+
+    def finish(self):
+        print("%d passed, %d failed, %d skipped" % (self.passed, self.failed, self.skipped),
+              flush=True)
+        return 1 if self.failed else 0
+
+
+class SkipTest(Exception):
+    pass
+
+
+def check(cond, msg, *args):
+    if not cond:
+        raise AssertionError(msg % args if args else msg)
+
+
+def main(tests, budget):
+    """tests: list of (name, fn(binary)). budget: seconds for the whole run."""
+    if len(sys.argv) < 2:
+        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
+        return 64
+    binary = os.path.abspath(sys.argv[1])
+    only = sys.argv[2:]
+    start_watchdog(budget)
+    runner = Runner()
+    try:
+        for name, fn in tests:
+            if only and name not in only:
+                continue
+            runner.run(name, fn, binary)
+    finally:
+        cleanup_all()
+    return runner.finish()
