@@ -50,6 +50,7 @@ size_t
 smtp_data_feed(struct smtp_data *d, const char *p, size_t len, bool *done)
 {
 	size_t i = 0;
+	const char *cr = NULL; /* the next CR at or after p + i, or p + len */
 
 	*done = false;
 	while (i < len) {
@@ -86,14 +87,24 @@ smtp_data_feed(struct smtp_data *d, const char *p, size_t len, bool *done)
 			d->state = D_IN_LINE;
 			continue;
 		case D_IN_LINE: {
-			/* fast path: copy up to the next CR or LF */
-			size_t j = i;
-			while (j < len && p[j] != '\r' && p[j] != '\n') {
-				if ((unsigned char)p[j] >= 0x80)
-					d->has_8bit = true;
-				j++;
+			/* fast path: copy up to the next CR or LF; remember where the next CR is,
+			 * so content without CRs is not rescanned for every line */
+			size_t j;
+			const char *lf;
+			unsigned char acc = 0;
+
+			if (cr == NULL || cr < p + i) {
+				cr = memchr(p + i, '\r', len - i);
+				if (cr == NULL)
+					cr = p + len;
 			}
+			lf = memchr(p + i, '\n', (size_t)(cr - (p + i)));
+			j = (size_t)((lf ? lf : cr) - p);
 			if (j > i) {
+				for (size_t k = i; k < j; k++)
+					acc |= (unsigned char)p[k];
+				if (acc & 0x80)
+					d->has_8bit = true;
 				count_line(d, j - i);
 				emit(d, p + i, j - i);
 				i = j;

@@ -336,6 +336,10 @@ cmd_data(struct smtp_session *s, const char *arg, char id[MB_ID_LEN + 1])
 	mb_rfc5322_date(s->data_started_ms, date, sizeof(date));
 	ev_stream_tls_desc(s->stream, tls, sizeof(tls));
 	mb_buf_reset(&s->body);
+	/* one allocation for the usual message: the SIZE it declared, else 8K to start */
+	mb_buf_reserve(&s->body, s->mail.size > 0 && s->mail.size <= cfg(s)->max_message_size
+	                             ? (size_t)s->mail.size + 1024
+	                             : 8192);
 	mb_buf_printf(&s->body, "Received: from %s ([%s])\r\n", *s->helo ? s->helo : "unknown",
 	              s->peer_host);
 	if (*tls)
@@ -358,6 +362,7 @@ struct commit_ref {
 	struct smtp_server *srv;
 	uint64_t session_id;
 	char id[MB_ID_LEN + 1];
+	char *log; /* "from=<a> nrcpt=1 size=10 client=[127.0.0.1]", for the one log line */
 };
 
 static void
@@ -410,8 +415,8 @@ data_done(struct smtp_session *s, const char *id)
 	ref->srv = s->srv;
 	ref->session_id = s->id;
 	snprintf(ref->id, sizeof(ref->id), "%s", id);
-	mb_info("smtp: received: id=%s from=<%s> nrcpt=%zu size=%zu client=[%s]", id, m->sender,
-	        m->nrcpts, m->body_len, s->peer_host);
+	ref->log = mb_asprintf("from=<%s> nrcpt=%zu size=%zu client=[%s]", m->sender, m->nrcpts,
+	                       m->body_len, s->peer_host);
 	txn_reset(s);
 	s->state = S_COMMITTING;
 	ev_stream_pause_read(s->stream);
@@ -426,11 +431,13 @@ committed(void *arg, int status, const char *errmsg)
 	char id[MB_ID_LEN + 1];
 
 	snprintf(id, sizeof(id), "%s", ref->id);
-	free(ref);
 	if (status == 0)
-		mb_info("smtp: queued: id=%s%s", id, s ? "" : " (the client had left)");
+		mb_info("smtp: queued: id=%s %s%s", id, ref->log,
+		        s ? "" : " (the client had left)");
 	else
-		mb_warn("smtp: not queued: id=%s error=%s", id, errmsg ? errmsg : "?");
+		mb_warn("smtp: not queued: id=%s %s error=%s", id, ref->log, errmsg ? errmsg : "?");
+	free(ref->log);
+	free(ref);
 	if (s == NULL || s->state != S_COMMITTING)
 		return;
 	s->state = S_READY;
