@@ -5,6 +5,9 @@
  * inserts it in one transaction and commits, which with WAL and synchronous=FULL is one
  * fsync for the whole group. Then the group's callbacks run on the loop. While one group
  * is being synced the next one gathers, so the disk sets the pace, not the sessions.
+ *
+ * Checkpoints (copying the WAL back into the database file, and its fsync) run on a second
+ * thread with its own connection, so they never stall a commit.
  */
 #include "store_internal.h"
 
@@ -36,7 +39,17 @@ struct store_writer {
 	struct wqueue in, done;
 	bool stop;
 	struct ev_notify *notify;
+	/* the checkpointer */
+	sqlite3 *ckpt_db;
+	pthread_t ckpt_thread;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
+	bool ckpt_wanted;
+	bool ckpt_stop;
 };
+
+/* WAL pages after which a checkpoint is asked for (4 MiB with 4 KiB pages). */
+#define CHECKPOINT_PAGES 1000
 
 static void
 wq_push(struct wqueue *q, struct wjob *j)
@@ -127,6 +140,45 @@ commit_group(struct store_writer *w, struct wqueue *g)
 		mb_warn("store: commit failed: %s", why ? why : "?");
 }
 
+/* Called by SQLite on the writer thread after each commit. */
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store_writer *w = arg;
+
+	if (pages >= CHECKPOINT_PAGES) {
+		pthread_mutex_lock(&w->ckpt_mu);
+		w->ckpt_wanted = true;
+		pthread_cond_signal(&w->ckpt_cv);
+		pthread_mutex_unlock(&w->ckpt_mu);
+	}
+	return SQLITE_OK;
+}
+
+static void *
+checkpointer_main(void *arg)
+{
+	struct store_writer *w = arg;
+	int log, done;
+
+	pthread_mutex_lock(&w->ckpt_mu);
+	for (;;) {
+		while (!w->ckpt_wanted && !w->ckpt_stop)
+			pthread_cond_wait(&w->ckpt_cv, &w->ckpt_mu);
+		if (w->ckpt_stop)
+			break;
+		w->ckpt_wanted = false;
+		pthread_mutex_unlock(&w->ckpt_mu);
+		/* PASSIVE: copies what no reader needs, never waits for the writer */
+		if (sqlite3_wal_checkpoint_v2(w->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+		                              &done) != SQLITE_OK)
+			mb_warn("store: checkpoint: %s", sqlite3_errmsg(w->ckpt_db));
+		pthread_mutex_lock(&w->ckpt_mu);
+	}
+	pthread_mutex_unlock(&w->ckpt_mu);
+	return NULL;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -202,6 +254,11 @@ store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max, 
 		store_db_err(db, err, "preparing statements");
 		goto fail;
 	}
+	w->ckpt_db = store_db_open(data_dir, false, err);
+	if (w->ckpt_db == NULL)
+		goto fail;
+	if (store_db_exec(db, "PRAGMA wal_autocheckpoint = 0", err) < 0)
+		goto fail;
 	w->notify = ev_notify_new(loop, run_done, w);
 	if (w->notify == NULL) {
 		mb_err_set(err, MB_EIO, "store: cannot create the writer's notifier");
@@ -209,8 +266,21 @@ store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max, 
 	}
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	pthread_mutex_init(&w->ckpt_mu, NULL);
+	pthread_cond_init(&w->ckpt_cv, NULL);
+	sqlite3_wal_hook(db, wal_hook, w);
+	if (pthread_create(&w->ckpt_thread, NULL, checkpointer_main, w) != 0) {
+		mb_err_set(err, MB_EIO, "store: cannot start the checkpoint thread");
+		ev_notify_free(w->notify);
+		goto fail;
+	}
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
 		mb_err_set(err, MB_EIO, "store: cannot start the writer thread");
+		pthread_mutex_lock(&w->ckpt_mu);
+		w->ckpt_stop = true;
+		pthread_cond_signal(&w->ckpt_cv);
+		pthread_mutex_unlock(&w->ckpt_mu);
+		pthread_join(w->ckpt_thread, NULL);
 		ev_notify_free(w->notify);
 		goto fail;
 	}
@@ -219,6 +289,7 @@ fail:
 	sqlite3_finalize(w->ins_msg);
 	sqlite3_finalize(w->ins_rcpt);
 	sqlite3_finalize(w->ins_body);
+	sqlite3_close(w->ckpt_db);
 	sqlite3_close(db);
 	free(w);
 	return NULL;
@@ -248,6 +319,11 @@ store_writer_free(struct store_writer *w)
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
+	pthread_mutex_lock(&w->ckpt_mu);
+	w->ckpt_stop = true;
+	pthread_cond_signal(&w->ckpt_cv);
+	pthread_mutex_unlock(&w->ckpt_mu);
+	pthread_join(w->ckpt_thread, NULL);
 	run_done(w);
 	ev_notify_free(w->notify);
 	pthread_mutex_destroy(&w->mu);
@@ -255,6 +331,11 @@ store_writer_free(struct store_writer *w)
 	sqlite3_finalize(w->ins_msg);
 	sqlite3_finalize(w->ins_rcpt);
 	sqlite3_finalize(w->ins_body);
+	/* leave a small WAL behind: everything into the database file, WAL truncated */
+	sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	sqlite3_close(w->ckpt_db);
 	sqlite3_close(w->db);
+	pthread_mutex_destroy(&w->ckpt_mu);
+	pthread_cond_destroy(&w->ckpt_cv);
 	free(w);
 }
