@@ -220,6 +220,29 @@ has_non_ascii(const char *s)
 	return false;
 }
 
+/* A-d-l = At-domain *( "," At-domain ), At-domain = "@" Domain (RFC 5321 §4.1.2). */
+static bool
+route_ok(const char *p, size_t len)
+{
+	const char *why;
+	size_t i = 0;
+
+	while (i < len) {
+		size_t j;
+		if (p[i] != '@')
+			return false;
+		j = i + 1;
+		while (j < len && p[j] != ',')
+			j++;
+		if (!domain_ok((const unsigned char *)p + i + 1, j - i - 1, false, &why))
+			return false;
+		i = j + (j < len ? 1 : 0);
+		if (j < len && i == len)
+			return false; /* trailing comma */
+	}
+	return true;
+}
+
 /* Parses the path; returns a pointer just past it, or NULL. */
 static const char *
 parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
@@ -234,8 +257,9 @@ parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
 		start = ++p;
 		/* A-d-l: "@a.example,@b.example:" source route, ignored (RFC 5321 §4.1.2) */
 		if (*p == '@') {
-			const char *colon = strchr(p, ':');
-			if (colon == NULL) {
+			const char *gt = strchr(p, '>');
+			const char *colon = memchr(p, ':', gt ? (size_t)(gt - p) : strlen(p));
+			if (colon == NULL || !route_ok(p, (size_t)(colon - p))) {
 				*e = SMTP_ARG_ADDRESS, *why = "bad source route";
 				return NULL;
 			}
@@ -269,8 +293,13 @@ parse_path(const char *p, bool is_mail, bool utf8, struct smtp_mail_args *out,
 			return NULL;
 		}
 	}
-	if (len > SMTP_PATH_MAX) {
-		*e = SMTP_ARG_ADDRESS, *why = "address longer than 256 bytes";
+	/* RFC 5321 §4.5.3.1.3: 256 octets for the path, angle brackets included */
+	if (len > SMTP_PATH_MAX - 2) {
+		*e = SMTP_ARG_ADDRESS, *why = "address longer than 254 bytes";
+		return NULL;
+	}
+	if (*end != '\0' && *end != ' ') {
+		*e = SMTP_ARG_SYNTAX, *why = "a space must separate the address from parameters";
 		return NULL;
 	}
 	memcpy(out->addr, start, len);
@@ -408,7 +437,9 @@ smtp_auth_plain_decode(const char *b64, char **user, char **pass)
 		;
 	for (j = i + 1; j < len && raw[j]; j++)
 		;
-	if (i >= len || j >= len || j == i + 1 || memchr(raw + j + 1, '\0', len - j - 1)) {
+	/* RFC 4616: authcid and passwd are not empty */
+	if (i >= len || j >= len || j == i + 1 || j + 1 == len ||
+	    memchr(raw + j + 1, '\0', len - j - 1)) {
 		mb_secret_wipe(raw, len);
 		free(raw);
 		return -1;

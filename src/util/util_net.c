@@ -8,6 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+static bool
+all_digits(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
 int
 mb_sockaddr_parse(const char *hostport, struct mb_sockaddr *out, struct mb_err *err)
 {
@@ -40,8 +51,14 @@ mb_sockaddr_parse(const char *hostport, struct mb_sockaddr *out, struct mb_err *
 		memcpy(host, hostport, hlen);
 		host[hlen] = '\0';
 		port = colon + 1;
+		if (strchr(host, ':')) {
+			mb_err_set(err, MB_EINVAL,
+			           "'%s': write an IPv6 address in brackets, as [2001:db8::1]:25",
+			           hostport);
+			return -1;
+		}
 	}
-	if (mb_parse_int(port, &pnum) < 0 || pnum < 0 || pnum > 65535) {
+	if (!all_digits(port) || mb_parse_int(port, &pnum) < 0 || pnum < 0 || pnum > 65535) {
 		mb_err_set(err, MB_EINVAL, "'%s': port must be a number from 0 to 65535", hostport);
 		return -1;
 	}
@@ -130,7 +147,8 @@ mb_cidr_parse(const char *s, struct mb_cidr *out)
 	}
 	if (slash == NULL)
 		prefix = max;
-	else if (mb_parse_int(slash + 1, &prefix) < 0 || prefix < 0 || prefix > max)
+	else if (!all_digits(slash + 1) || mb_parse_int(slash + 1, &prefix) < 0 || prefix < 0 ||
+	         prefix > max)
 		return -1;
 	out->prefix = (int)prefix;
 	return 0;

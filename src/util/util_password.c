@@ -54,15 +54,15 @@ mb_password_verify(const char *password, const char *stored)
 	bool ok = false;
 
 	if (sscanf(stored, "$scrypt$ln=%d,r=%d,p=%d$%n", &ln, &r, &p, &consumed) != 3 ||
-	    consumed == 0 || ln < 1 || ln > 20 || r < 1 || r > 32 || p < 1 || p > 16)
-		return false;
+	    consumed == 0 || ln < 10 || ln > 17 || r < 1 || r > 16 || p < 1 || p > 4)
+		return false; /* bounded: at most 128 MiB of memory for one check */
 	salt64 = stored + consumed;
 	hash64 = strchr(salt64, '$');
 	if (hash64 == NULL)
 		return false;
 	salt = mb_base64_decode(salt64, (size_t)(hash64 - salt64), &saltlen);
 	want = mb_base64_decode(hash64 + 1, strlen(hash64 + 1), &wantlen);
-	if (salt && want && wantlen == HASH_LEN &&
+	if (salt && saltlen >= 8 && want && wantlen == HASH_LEN &&
 	    derive(password, salt, saltlen, ln, r, p, got) == 0)
 		ok = CRYPTO_memcmp(got, want, HASH_LEN) == 0;
 	mb_secret_wipe(got, sizeof(got));

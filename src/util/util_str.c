@@ -42,6 +42,7 @@ mb_parse_int(const char *s, int64_t *out)
 	return 0;
 }
 
+/* digits, then at most one unit letter (any case); sizes may add a 'B' after it ("64KB") */
 static int
 parse_scaled(const char *s, int64_t *out, const char *units, const int64_t *scale)
 {
@@ -59,10 +60,11 @@ parse_scaled(const char *s, int64_t *out, const char *units, const int64_t *scal
 		*out = v * scale[0];
 		return 0;
 	}
-	if (end[1] != '\0' && !(end[1] == 'B' && end[2] == '\0' && units[0] == 'B'))
-		return -1;
 	u = strchr(units, toupper((unsigned char)*end));
-	if (u == NULL || *end == '\0')
+	if (u == NULL)
+		return -1;
+	if (end[1] != '\0' && !(units[0] == 'B' && u != units &&
+	                        toupper((unsigned char)end[1]) == 'B' && end[2] == '\0'))
 		return -1;
 	if (v > INT64_MAX / scale[u - units])
 		return -1;
@@ -91,6 +93,9 @@ mb_parse_bool(const char *s, bool *out)
 {
 	static const char *const yes[] = {"yes", "true", "on", "1"};
 	static const char *const no[] = {"no", "false", "off", "0"};
+
+	if (s == NULL)
+		return -1;
 
 	for (size_t i = 0; i < 4; i++) {
 		if (strcasecmp(s, yes[i]) == 0) {

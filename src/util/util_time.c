@@ -113,8 +113,14 @@ mb_base64_decode(const char *s, size_t slen, size_t *outlen)
 		return NULL;
 	for (size_t i = 0; i < slen; i++) {
 		char c = s[i];
+		if (c == '=') {
+			/* padding: only at the end, at most two, and nothing after it */
+			if (i < slen - 2 || (i == slen - 2 && s[slen - 1] != '='))
+				return NULL;
+			continue;
+		}
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '+' || c == '/' || (c == '=' && i >= slen - 2)))
+		      c == '+' || c == '/'))
 			return NULL;
 	}
 	plen = (slen + 3) / 4 * 4;
