@@ -62,8 +62,11 @@ fuzz_args(const char *arg, bool is_mail, bool utf8_ok, struct smtp_mail_args *ou
 
 	FUZZ_CHECK(why != NULL);
 	FUZZ_CHECK(e <= SMTP_ARG_NEED_UTF8);
-	/* SYNTAX means exactly: no FROM:/TO: */
-	FUZZ_CHECK((e == SMTP_ARG_SYNTAX) == !mb_str_has_prefix_ci(arg, is_mail ? "FROM:" : "TO:"));
+	/* SYNTAX means: no FROM:/TO:, or parameters glued to the path */
+	if (!mb_str_has_prefix_ci(arg, is_mail ? "FROM:" : "TO:"))
+		FUZZ_CHECK(e == SMTP_ARG_SYNTAX);
+	if (e == SMTP_ARG_SYNTAX && mb_str_has_prefix_ci(arg, is_mail ? "FROM:" : "TO:"))
+		FUZZ_CHECK(strstr(why, "space") != NULL);
 	if (e != SMTP_ARG_OK) {
 		FUZZ_CHECK(why[0] != '\0');
 		return e;
