@@ -93,6 +93,125 @@ int64_t store_msg_count(struct store *st, enum store_state state, struct mb_err 
 int store_event_add(struct store *st, const char *level, const char *msg_id, const char *connection,
                     const char *text, struct mb_err *err);
 
+/* ---- connections ----
+ *
+ * A connection row holds its definition (provider, sender, opaque JSON settings, the sealed
+ * client secret) and what the gateway learned while using it (state, account, scopes, the
+ * last refresh and error). Rows with source "config" mirror [connection] sections of the
+ * config file, so their state survives restarts too; "store" rows were made by the CLI or UI.
+ *
+ * The store never sees a secret in clear: secret, token ciphertexts and PKCE verifiers arrive
+ * sealed by the caller (mb_seal) and are returned as stored. Buffers holding them are wiped on
+ * free. Every function below returns 0 or -1 (NULL for pointers) with err filled; a missing
+ * row is MB_ENOTFOUND, a bad argument MB_EINVAL, a busy database MB_ETEMP.
+ */
+
+#define STORE_CONN_NOT_AUTHORIZED "not authorized"
+#define STORE_CONN_AUTHORIZED     "authorized"
+#define STORE_CONN_NEEDS_REAUTH   "needs re-authorization"
+
+struct store_conn {
+	char *name;
+	char *provider; /* microsoft-graph | microsoft-smtp | smtp */
+	char *sender;
+	char *settings; /* JSON text, opaque to the store; NULL is stored as "{}" */
+	char *source;   /* "store" | "config"; NULL is stored as "store" */
+	char *state;    /* STORE_CONN_* */
+	char *state_reason;
+	char *account; /* the signed-in account */
+	char *scopes;  /* granted */
+	char *last_error;
+	char *last_fix;
+	char *secret_fp;       /* fingerprint of the clear secret, for display */
+	unsigned char *secret; /* sealed client secret or SMTP password; NULL if none */
+	size_t secret_len;
+	int64_t secret_expires_ms; /* 0 unknown */
+	int64_t last_refresh_ms;   /* 0 never */
+	int64_t created_ms;
+	int64_t updated_ms;
+};
+
+struct store_conn *store_conn_new(void);
+/* Wipes the secret; NULL does nothing. */
+void store_conn_free(struct store_conn *c);
+
+/* Inserts c, or replaces the definition columns of an existing row: provider, sender, settings,
+ * source, secret, secret_fp, secret_expires_ms (all of them: to change one, get, change, put).
+ * state, account, scopes and last_* are never touched (a new row starts "not authorized"). */
+int store_conn_put(struct store *st, const struct store_conn *c, struct mb_err *err);
+struct store_conn *store_conn_get(struct store *st, const char *name, struct mb_err *err);
+/* Calls cb for each connection, ordered by name; a non-zero return from cb stops the walk.
+ * The rows are read before the first call, so cb may use the store. */
+int store_conn_list(struct store *st, int (*cb)(void *arg, const struct store_conn *c), void *arg,
+                    struct mb_err *err);
+/* Removes the connection, its tokens and its pending sign-ins in one transaction. */
+int store_conn_delete(struct store *st, const char *name, struct mb_err *err);
+/* state is one of STORE_CONN_*; a NULL reason, last_error or last_fix stores NULL. */
+int store_conn_set_state(struct store *st, const char *name, const char *state, const char *reason,
+                         const char *last_error, const char *last_fix, struct mb_err *err);
+/* last_refresh_ms 0 stores "never". */
+int store_conn_set_account(struct store *st, const char *name, const char *account,
+                           const char *scopes, int64_t last_refresh_ms, struct mb_err *err);
+
+/* ---- tokens (sealed by the caller) ---- */
+
+struct store_token {
+	const char *connection;
+	const char *resource; /* "graph" | "outlook" */
+	const char *kind;     /* "refresh" | "access" */
+	const unsigned char *ct;
+	size_t ct_len;
+	int64_t expires_ms; /* 0 unknown */
+	const char *scopes;
+	const char *account;
+};
+
+/* Upserts all n rows in one transaction: all are stored or none. This is how a rotated refresh
+ * token and the access token it minted are persisted together. */
+int store_token_put_many(struct store *st, const struct store_token *t, size_t n,
+                         struct mb_err *err);
+/* MB_ENOTFOUND when absent. Any out parameter may be NULL. *ct is a new buffer: wipe ct_len
+ * bytes, then free it. *expires_ms is 0 when unknown. */
+int store_token_get(struct store *st, const char *connection, const char *resource,
+                    const char *kind, unsigned char **ct, size_t *ct_len, int64_t *expires_ms,
+                    char **scopes, char **account, int64_t *updated_ms, struct mb_err *err);
+/* Removes the connection's tokens of one kind, or all of them if kind is NULL. Removing
+ * nothing is not an error. */
+int store_token_delete(struct store *st, const char *connection, const char *kind,
+                       struct mb_err *err);
+
+/* ---- settings (default_connection, UI settings) ---- */
+
+/* MB_ENOTFOUND when absent; *value is a new string. */
+int store_setting_get(struct store *st, const char *key, char **value, struct mb_err *err);
+/* A NULL value removes the key (removing an absent key is not an error). */
+int store_setting_set(struct store *st, const char *key, const char *value, struct mb_err *err);
+
+/* ---- OAuth sign-in states: the browser flow's `state`, single use, short-lived ---- */
+
+#define STORE_OAUTH_STATE_MAX_AGE_MS (10 * 60 * 1000)
+
+int store_oauth_state_put(struct store *st, const char *state, const char *connection,
+                          const unsigned char *verifier_ct, size_t len, const char *redirect_uri,
+                          struct mb_err *err);
+/* Marks the state used and returns what was saved with it, atomically: of any number of
+ * concurrent takers (threads, processes, nodes) exactly one succeeds. Fails with
+ * MB_ENOTFOUND "unknown state", or MB_EINVAL "this sign-in link was already used" or
+ * "this sign-in link expired after N minutes" (older than max_age_ms). Out parameters may be
+ * NULL; *verifier_ct is a new buffer to wipe and free. */
+int store_oauth_state_take(struct store *st, const char *state, int64_t max_age_ms,
+                           char **connection, unsigned char **verifier_ct, size_t *len,
+                           char **redirect_uri, struct mb_err *err);
+/* Records the outcome of the sign-in: result "ok" or "error", detail for people. */
+int store_oauth_state_finish(struct store *st, const char *state, const char *result,
+                             const char *detail, struct mb_err *err);
+/* What the CLI polls: *result is NULL while the sign-in is pending. Out parameters may be
+ * NULL. */
+int store_oauth_state_result(struct store *st, const char *state, char **result, char **detail,
+                             struct mb_err *err);
+/* Removes states created more than older_than_ms ago, used or not. */
+int store_oauth_state_prune(struct store *st, int64_t older_than_ms, struct mb_err *err);
+
 /* ---- the group-commit writer ---- */
 
 struct store_writer;

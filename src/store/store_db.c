@@ -88,6 +88,28 @@ static const char *const migrations[] = {
     ") STRICT;"
     "CREATE INDEX events_at ON events(at);"
     "CREATE INDEX events_msg ON events(message_id);",
+    /* 2: connections remember their secret, account and last error; OAuth sign-in states.
+     * tokens(connection) needs no index of its own: its primary key starts with it. */
+    "ALTER TABLE connections ADD COLUMN source TEXT NOT NULL DEFAULT 'store'"
+    " CHECK (source IN ('store','config'));"
+    "ALTER TABLE connections ADD COLUMN secret BLOB;"
+    "ALTER TABLE connections ADD COLUMN secret_fp TEXT;"
+    "ALTER TABLE connections ADD COLUMN secret_expires_at INTEGER;"
+    "ALTER TABLE connections ADD COLUMN account TEXT;"
+    "ALTER TABLE connections ADD COLUMN scopes TEXT;"
+    "ALTER TABLE connections ADD COLUMN last_refresh_at INTEGER;"
+    "ALTER TABLE connections ADD COLUMN last_error TEXT;"
+    "ALTER TABLE connections ADD COLUMN last_fix TEXT;"
+    "CREATE TABLE oauth_states ("
+    " state TEXT PRIMARY KEY,"
+    " connection TEXT NOT NULL,"
+    " verifier BLOB NOT NULL,"
+    " redirect_uri TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " used_at INTEGER,"
+    " result TEXT CHECK (result IN ('ok','error')),"
+    " detail TEXT"
+    ") STRICT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
