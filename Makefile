@@ -27,6 +27,7 @@ run: build
 
 # Every test, through CTest, on a build with warnings as errors.
 test: test-deps
+	scripts/install-peers.sh
 	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWERROR=ON
 	$(CMAKE) --build $(BUILD) -j$(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

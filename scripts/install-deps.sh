@@ -11,6 +11,11 @@ TEST_PKGS="libcmocka-dev python3 swaks php-cli clang libclang-rt-14-dev openssl 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$BUILD_PKGS $TEST_PKGS"
 
+# Node.js for the npm test peers: any recent one on the PATH will do, else Debian's.
+if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then
+	want="$want nodejs npm"
+fi
+
 missing=""
 for p in $want; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

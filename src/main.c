@@ -17,6 +17,10 @@ static const struct subcommand subcommands[] = {
     {"config", cli_config_main, "config check|show|reference [-c FILE]"},
     {"queue", cli_queue_main, "queue [list | show ID [--raw] | delete ID] [--json]"},
     {"log", cli_log_main, "log [--status S] [--limit N] [--json]"},
+    {"connection", cli_connection_main,
+     "connection list|show NAME|remove NAME|default NAME|add NAME --provider P --sender ADDR "
+     "..."},
+    {"auth", cli_auth_main, "auth login NAME [--device | --browser] | auth status [NAME]"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},
 };
 

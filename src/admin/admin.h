@@ -1,6 +1,6 @@
 /*
- * admin: the embedded HTTP server on http_listen: health now; later the JSON API, the
- * OAuth callback, metrics and the web UI. Routes are a table of {method, path, handler}.
+ * admin: the embedded HTTP server on http_listen: /healthz and the OAuth callback now; the
+ * JSON API, metrics and the web UI later. Routes are a table of {method, path, handler}.
  */
 #ifndef MB_ADMIN_H
 #define MB_ADMIN_H
@@ -9,9 +9,20 @@
 #include "ev/ev.h"
 
 struct admin;
+struct http_client;
+struct store;
+struct oauth_tm;
 
-/* Binds every http_listen address. */
-struct admin *admin_new(struct ev_loop *loop, const struct config *cfg, struct mb_err *err);
+struct admin_deps {
+	const struct config *cfg;
+	struct store *st;
+	const struct mb_key *key;
+	struct http_client *http;
+	struct oauth_tm *tm;
+};
+
+/* Binds every http_listen address. deps must outlive the admin. */
+struct admin *admin_new(struct ev_loop *loop, const struct admin_deps *deps, struct mb_err *err);
 void admin_free(struct admin *a);
 
 #endif

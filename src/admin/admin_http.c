@@ -1,14 +1,8 @@
 /* Routing for the HTTP listener. */
-#include "admin.h"
+#include "admin_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-struct admin {
-	const struct config *cfg;
-	struct ev_http **servers;
-	size_t nservers;
-};
 
 struct route {
 	const char *method;
@@ -22,9 +16,9 @@ reply_text(struct ev_http_req *req, int status, const char *text)
 	ev_http_reply(req, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static void
-reply_error(struct ev_http_req *req, int status, const char *code, const char *message,
-            const char *fix)
+void
+admin_reply_error(struct ev_http_req *req, int status, const char *code, const char *message,
+                  const char *fix)
 {
 	struct mb_buf b = {0};
 
@@ -48,6 +42,7 @@ healthz(struct admin *a, struct ev_http_req *req)
 static const struct route routes[] = {
     {"GET", "/healthz", healthz},
     {"HEAD", "/healthz", healthz},
+    {"GET", "/oauth/callback", admin_oauth_callback},
 };
 
 static void
@@ -67,20 +62,78 @@ dispatch(void *arg, struct ev_http_req *req)
 		}
 	}
 	if (path_known)
-		reply_error(req, 405, "method_not_allowed", "this method is not allowed here",
-		            "see docs/api.md for the methods each path takes");
+		admin_reply_error(req, 405, "method_not_allowed", "this method is not allowed here",
+		                  "see docs/api.md for the methods each path takes");
 	else
-		reply_error(req, 404, "not_found", "no such path",
-		            "see docs/api.md for the paths this server answers");
+		admin_reply_error(req, 404, "not_found", "no such path",
+		                  "see docs/api.md for the paths this server answers");
+}
+
+void
+admin_html_escape(struct mb_buf *b, const char *s)
+{
+	for (; s && *s; s++) {
+		switch (*s) {
+		case '<':
+			mb_buf_puts(b, "&lt;");
+			break;
+		case '>':
+			mb_buf_puts(b, "&gt;");
+			break;
+		case '&':
+			mb_buf_puts(b, "&amp;");
+			break;
+		case '"':
+			mb_buf_puts(b, "&quot;");
+			break;
+		case '\'':
+			mb_buf_puts(b, "&#39;");
+			break;
+		default:
+			mb_buf_append(b, s, 1);
+		}
+	}
+}
+
+void
+admin_reply_page(struct ev_http_req *req, int status, const char *title, const char *body)
+{
+	struct mb_buf b = {0};
+
+	mb_buf_puts(&b, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+	                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+	                "<title>");
+	admin_html_escape(&b, title);
+	mb_buf_puts(&b, " — mailbridge</title><style>"
+	                "body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f4f6f8;"
+	                "color:#1b1f23}main{max-width:40rem;margin:4rem auto;background:#fff;"
+	                "border-radius:8px;padding:2rem 2.5rem;box-shadow:0 1px 4px #0002}"
+	                "h1{font-size:1.4rem;margin-top:0}.ok{color:#116329}.bad{color:#b42318}"
+	                "dt{font-weight:600;margin-top:1rem}dd{margin:0}code{background:#eef1f4;"
+	                "padding:0 .25rem;border-radius:3px}</style></head><body><main>");
+	mb_buf_puts(&b, body);
+	mb_buf_puts(&b, "</main></body></html>\n");
+	ev_http_add_header(req, "Content-Security-Policy",
+	                   "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+	                   "form-action 'none'; frame-ancestors 'none'");
+	ev_http_add_header(req, "Referrer-Policy", "no-referrer");
+	ev_http_reply(req, status, "text/html; charset=utf-8", b.data, b.len);
+	mb_buf_release(&b);
+}
+
+struct ev_http *
+admin_server_of(struct admin *a, struct ev_http_req *req)
+{
+	return ev_http_req_server(req);
 }
 
 struct admin *
-admin_new(struct ev_loop *loop, const struct config *cfg, struct mb_err *err)
+admin_new(struct ev_loop *loop, const struct admin_deps *deps, struct mb_err *err)
 {
 	struct admin *a = mb_calloc(1, sizeof(*a));
-	const struct config_list *l = &cfg->server.http_listen;
+	const struct config_list *l = &deps->cfg->server.http_listen;
 
-	a->cfg = cfg;
+	a->d = *deps;
 	a->servers = mb_calloc(l->n, sizeof(*a->servers));
 	for (size_t i = 0; i < l->n; i++) {
 		struct mb_sockaddr addr;

@@ -16,5 +16,7 @@ int cli_config_main(int argc, char **argv);
 int cli_queue_main(int argc, char **argv);
 int cli_log_main(int argc, char **argv);
 int cli_hash_password_main(int argc, char **argv);
+int cli_connection_main(int argc, char **argv);
+int cli_auth_main(int argc, char **argv);
 
 #endif

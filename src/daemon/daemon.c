@@ -8,6 +8,8 @@
 
 #include "admin/admin.h"
 #include "ev/ev.h"
+#include "http/http.h"
+#include "oauth/oauth.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
 
@@ -16,6 +18,10 @@ struct daemon {
 	struct ev_loop *loop;
 	struct store_writer *writer;
 	struct smtp_server *smtp;
+	struct store *st; /* the loop's own handle: connections, tokens, settings */
+	struct mb_key key;
+	struct http_client *http;
+	struct oauth_tm *tm;
 	struct admin *admin;
 	struct ev_signal *sigterm, *sigint, *sighup;
 };
@@ -76,7 +82,28 @@ daemon_run(struct config *cfg)
 		rc = EX_UNAVAILABLE;
 		goto out;
 	}
-	d.admin = admin_new(d.loop, cfg, &err);
+	d.st = store_open(cfg->server.data_dir, false, &err);
+	if (d.st == NULL) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_CANTCREAT;
+		goto out;
+	}
+	if (mb_key_load(cfg->server.key_file, cfg->server.data_dir, true, &d.key, &err) < 0) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_CONFIG;
+		goto out;
+	}
+	if (oauth_conns_sync(cfg, d.st, &err) < 0) {
+		mb_fatal("daemon: %s", err.msg);
+		rc = EX_CANTCREAT;
+		goto out;
+	}
+	d.http = http_client_new(d.loop);
+	d.tm = oauth_tm_new(d.loop, d.http, cfg, d.st, &d.key);
+	{
+		struct admin_deps deps = {cfg, d.st, &d.key, d.http, d.tm};
+		d.admin = admin_new(d.loop, &deps, &err);
+	}
 	if (d.admin == NULL) {
 		mb_fatal("daemon: %s", err.msg);
 		rc = EX_UNAVAILABLE;
@@ -94,6 +121,10 @@ out:
 	smtp_server_close(d.smtp);
 	store_writer_free(d.writer);
 	smtp_server_free(d.smtp);
+	http_client_free(d.http); /* answers every token waiter */
+	oauth_tm_free(d.tm);
+	store_close(d.st);
+	mb_key_wipe(&d.key);
 	ev_signal_free(d.sigterm);
 	ev_signal_free(d.sigint);
 	ev_signal_free(d.sighup);

@@ -144,5 +144,12 @@ void ev_http_req_peer(const struct ev_http_req *r, char *host, size_t hostlen);
 void ev_http_add_header(struct ev_http_req *r, const char *name, const char *value);
 void ev_http_reply(struct ev_http_req *r, int status, const char *content_type, const void *body,
                    size_t len);
+/* Keeps the request open after the callback returns, for a reply that needs async work.
+ * Returns an id; ev_http_deferred() finds the request again, or NULL if the client left
+ * meanwhile. The deferred request is released by ev_http_reply(). */
+uint64_t ev_http_req_defer(struct ev_http *h, struct ev_http_req *r);
+struct ev_http_req *ev_http_deferred(struct ev_http *h, uint64_t id);
+/* The server a request came in on. */
+struct ev_http *ev_http_req_server(const struct ev_http_req *r);
 
 #endif

@@ -11,19 +11,94 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct ev_http {
-	struct evhttp *http;
-	ev_http_cb cb;
-	void *arg;
-};
-
 struct ev_http_req {
 	struct evhttp_request *req;
 	char *path;
 	char *query;
 	char *body;
 	size_t body_len;
+	/* deferred requests only */
+	struct ev_http *owner;
+	uint64_t id;
+	bool heap;
+	bool replied;
+	struct ev_http_req *next;
 };
+
+struct ev_http {
+	struct evhttp *http;
+	ev_http_cb cb;
+	void *arg;
+	uint64_t next_id;
+	struct ev_http_req *deferred;
+};
+
+static void
+deferred_unlink(struct ev_http_req *r)
+{
+	for (struct ev_http_req **p = &r->owner->deferred; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			return;
+		}
+	}
+}
+
+static void
+deferred_release(struct ev_http_req *r)
+{
+	deferred_unlink(r);
+	free(r->path);
+	free(r->query);
+	free(r->body);
+	free(r);
+}
+
+/* the client closed the connection before the deferred reply */
+static void
+deferred_closed(struct evhttp_connection *c, void *arg)
+{
+	struct ev_http_req *r = arg;
+
+	deferred_release(r);
+}
+
+uint64_t
+ev_http_req_defer(struct ev_http *h, struct ev_http_req *r)
+{
+	struct ev_http_req *d = mb_calloc(1, sizeof(*d));
+	size_t len;
+
+	d->req = r->req;
+	d->path = mb_strdup(r->path);
+	d->query = r->query ? mb_strdup(r->query) : NULL;
+	ev_http_req_body(r, &len);
+	d->body = mb_strndup(r->body, r->body_len);
+	d->body_len = r->body_len;
+	d->owner = h;
+	d->id = ++h->next_id;
+	d->heap = true;
+	d->next = h->deferred;
+	h->deferred = d;
+	r->replied = true; /* the stack copy must not be answered by dispatch() */
+	evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), deferred_closed, d);
+	return d->id;
+}
+
+struct ev_http *
+ev_http_req_server(const struct ev_http_req *r)
+{
+	return r->owner;
+}
+
+struct ev_http_req *
+ev_http_deferred(struct ev_http *h, uint64_t id)
+{
+	for (struct ev_http_req *d = h->deferred; d; d = d->next)
+		if (d->id == id)
+			return d;
+	return NULL;
+}
 
 static const char *const methods[] = {"GET",     "POST",  "HEAD",    "PUT",  "DELETE",
                                       "OPTIONS", "TRACE", "CONNECT", "PATCH"};
@@ -32,7 +107,7 @@ static void
 dispatch(struct evhttp_request *req, void *arg)
 {
 	struct ev_http *h = arg;
-	struct ev_http_req r = {.req = req};
+	struct ev_http_req r = {.req = req, .owner = h};
 	const char *uri = evhttp_request_get_uri(req);
 	const char *q = strchr(uri, '?');
 
@@ -79,6 +154,8 @@ ev_http_free(struct ev_http *h)
 {
 	if (h == NULL)
 		return;
+	while (h->deferred)
+		deferred_release(h->deferred);
 	evhttp_free(h->http);
 	free(h);
 }
@@ -150,6 +227,9 @@ ev_http_reply(struct ev_http_req *r, int status, const char *content_type, const
 {
 	struct evbuffer *out = evbuffer_new();
 
+	/* the reply is going out: the deferral no longer needs to hear of a close */
+	if (r->heap)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), NULL, NULL);
 	if (content_type)
 		ev_http_add_header(r, "Content-Type", content_type);
 	ev_http_add_header(r, "X-Content-Type-Options", "nosniff");
@@ -157,4 +237,7 @@ ev_http_reply(struct ev_http_req *r, int status, const char *content_type, const
 	evbuffer_add(out, body, len);
 	evhttp_send_reply(r->req, status, NULL, out);
 	evbuffer_free(out);
+	r->replied = true;
+	if (r->heap)
+		deferred_release(r);
 }
