@@ -74,6 +74,11 @@ struct config_server {
 	char *log_format; /* text | json */
 	int64_t log_retention_days;
 	char *key_file;
+	struct config_list retry_schedule;
+	int64_t max_queue_lifetime;
+	int64_t delivery_concurrency;
+	char *alert_webhook;
+	char *alert_email;
 };
 
 struct config_conn {
@@ -97,6 +102,11 @@ struct config_conn {
 	char *fallback;
 	bool force_from;
 	char *large_messages; /* fail | upload-session | smtp */
+	int64_t max_inflight;
+	int64_t messages_per_minute;
+	int64_t daily_recipients;
+	int64_t fallback_after;
+	char *tls;
 	char *username;
 	char *password_file;
 	char *password_env;

@@ -19,6 +19,11 @@
 		    offsetof(struct config_conn, field), doc                                       \
 	}
 #define CONN(field, type, def, choices, doc) CONN_F(#field, field, type, def, choices, doc)
+#define CONN_N(field, type, def, min, max, doc)                                                    \
+	{                                                                                          \
+		CONFIG_SEC_CONNECTION, #field, type, def, min, max, NULL,                          \
+		    offsetof(struct config_conn, field), doc                                       \
+	}
 #define USER(field, type, def, doc)                                                                \
 	{                                                                                          \
 		CONFIG_SEC_USER, #field, type, def, 0, 0, NULL,                                    \
@@ -71,7 +76,20 @@ static const struct config_param config_table[] = {
     SRV(log_retention_days, CONFIG_INT, "14", 1, 3650, NULL,
         "Days that the delivery log is kept in the store."),
     SRV(key_file, CONFIG_STR, NULL, 0, 0, NULL,
-        "File with the key that encrypts stored tokens; unset means {data_dir}/key."),
+        "File with the key that encrypts stored secrets and tokens; unset means "
+        "{data_dir}/secret.key (created, mode 0600)."),
+    SRV(retry_schedule, CONFIG_LIST, "1m,5m,15m,30m,1h,2h,4h", 0, 0, NULL,
+        "Waits between delivery attempts after a temporary failure (the last one repeats), "
+        "each with jitter; Retry-After wins when longer."),
+    SRV(max_queue_lifetime, CONFIG_DURATION, "5d", 1 * HOUR, 30 * 24 * HOUR, NULL,
+        "How long a message may wait for delivery before it is marked failed."),
+    SRV(delivery_concurrency, CONFIG_INT, "32", 1, 1024, NULL,
+        "Most deliveries in flight at once, over all connections."),
+    SRV(alert_webhook, CONFIG_STR, NULL, 0, 0, NULL,
+        "URL that gets a JSON POST ({\"text\": ...}, Slack/Teams compatible) on a permanent "
+        "failure or a connection that needs re-authorization."),
+    SRV(alert_email, CONFIG_STR, NULL, 0, 0, NULL,
+        "Address that gets the same alerts by mail, through a working connection."),
 
     /* [connection NAME] */
     CONN(provider, CONFIG_ENUM, "microsoft-graph", "microsoft-graph|microsoft-smtp|smtp",
@@ -113,6 +131,18 @@ static const struct config_param config_table[] = {
     CONN(large_messages, CONFIG_ENUM, "fail", "fail|upload-session|smtp",
          "What to do with a message too big for one Graph request: fail, upload in pieces, or "
          "send by SMTP."),
+    CONN_N(max_inflight, CONFIG_INT, "0", 0, 16,
+           "Most deliveries in flight for this mailbox; 0 means Microsoft's limits: 4 Graph "
+           "requests, 3 SMTP sessions."),
+    CONN_N(messages_per_minute, CONFIG_INT, "0", 0, 10000,
+           "Pacing: most messages sent per minute (Exchange allows 30); 0 means no pacing."),
+    CONN_N(daily_recipients, CONFIG_INT, "10000", 0, 1000000,
+           "Recipients per rolling 24 hours before mail is deferred rather than refused by "
+           "Microsoft (Exchange allows 10,000); 0 means no budget."),
+    CONN_N(fallback_after, CONFIG_INT, "3", 1, 100,
+           "Temporary failures of a message before the fallback connection is tried."),
+    CONN(tls, CONFIG_ENUM, "required", "required|none",
+         "For provider = smtp: TLS to the upstream is required unless this says none."),
     CONN(username, CONFIG_STR, NULL, NULL,
          "Login name for provider = smtp, when it differs from sender."),
     CONN(password_file, CONFIG_STR, NULL, NULL,

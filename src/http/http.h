@@ -65,6 +65,41 @@ uint64_t http_request_start(struct http_client *c, const struct http_request *re
 void http_request_cancel(struct http_client *c, uint64_t id);
 size_t http_client_inflight(const struct http_client *c);
 
+/* ---- SMTP submission through libcurl (STARTTLS, AUTH XOAUTH2 or PLAIN/LOGIN) ---- */
+
+struct http_smtp_request {
+	const char *url;   /* smtp://host:587 (STARTTLS) or smtps://host:465 */
+	bool tls_required; /* refuse to go on without TLS (the default for every provider) */
+	const char *username;
+	const char *password; /* AUTH PLAIN/LOGIN; NULL when bearer is used */
+	const char *bearer;   /* AUTH XOAUTH2 with username as user= */
+	const char *mail_from;
+	const char *const *rcpts;
+	size_t nrcpts;
+	const char *data; /* the message with CRLF line endings; dot-stuffing is done here */
+	size_t len;
+	const char *ca_file;
+	int64_t timeout_ms; /* 0 = 120 s */
+};
+
+struct http_smtp_response {
+	enum http_result result;
+	bool timed_out;
+	int code;             /* the last reply code, 0 if none */
+	const char *enhanced; /* "5.7.139" or "" */
+	const char *text;     /* the last reply line, without the code; "" if none */
+	const char *stage;    /* "connect", "starttls", "auth", "mail", "rcpt", "data", "end" */
+	const char *error;    /* transport error (HTTP_TRANSPORT) */
+	int64_t elapsed_ms;
+};
+
+typedef void (*http_smtp_done_cb)(void *arg, const struct http_smtp_response *resp);
+
+/* Sends one message; the callback runs exactly once, later, on the loop. Secrets given here
+ * are wiped from our copies when the transfer ends. */
+uint64_t http_smtp_start(struct http_client *c, const struct http_smtp_request *req,
+                         http_smtp_done_cb cb, void *arg);
+
 /* Blocking variant for the command line. The response's strings live until
  * http_response_release(). */
 int http_request_sync(const struct http_request *req, struct http_response *resp,

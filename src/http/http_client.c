@@ -27,6 +27,15 @@ struct xfer {
 	int64_t retry_after;
 	int64_t started_ms;
 	bool too_big;
+	/* SMTP transfers */
+	bool smtp;
+	http_smtp_done_cb smtp_cb;
+	struct curl_slist *rcpts;
+	struct mb_buf upload; /* the message, wiped at the end */
+	size_t upload_off;
+	char reply[512]; /* the last reply line the server sent */
+	char partial[512];
+	char stage[16];
 	struct xfer *next;
 };
 
@@ -182,6 +191,8 @@ xfer_free(struct xfer *x)
 	for (struct curl_slist *h = x->hdrs; h; h = h->next)
 		mb_secret_wipe(h->data, strlen(h->data));
 	curl_slist_free_all(x->hdrs);
+	curl_slist_free_all(x->rcpts);
+	mb_buf_wipe(&x->upload);
 	mb_buf_wipe(&x->req_body);
 	mb_buf_wipe(&x->resp_body);
 	free(x->ca_file);
@@ -214,6 +225,56 @@ response_fill(struct xfer *x, CURLcode rc, struct http_response *r)
 }
 
 static void
+smtp_finish(struct xfer *x, CURLcode rc)
+{
+	struct http_smtp_response r;
+	long code = 0;
+	const char *t;
+	static char enhanced[16];
+
+	memset(&r, 0, sizeof(r));
+	r.elapsed_ms = mb_mono_ms() - x->started_ms;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	r.code = (int)code;
+	/* "535 5.7.139 Authentication unsuccessful, ..." -> code, enhanced, text */
+	t = x->reply;
+	if (strlen(t) >= 3 && t[0] >= '2' && t[0] <= '5') {
+		if (r.code == 0)
+			r.code = atoi(t);
+		t += 3;
+		while (*t == ' ' || *t == '-')
+			t++;
+	}
+	enhanced[0] = '\0';
+	if (t[0] >= '2' && t[0] <= '5' && t[1] == '.') {
+		size_t n = strspn(t, "0123456789.");
+		if (n < sizeof(enhanced)) {
+			memcpy(enhanced, t, n);
+			enhanced[n] = '\0';
+			t += n;
+			while (*t == ' ')
+				t++;
+		}
+	}
+	r.enhanced = enhanced;
+	r.text = t;
+	r.stage = x->stage[0] ? x->stage : "connect";
+	if (rc == CURLE_OK) {
+		r.result = HTTP_OK;
+		r.stage = "end";
+	} else if (r.code >= 400 && rc != CURLE_OPERATION_TIMEDOUT) {
+		r.result = HTTP_OK; /* the server refused: the reply says why */
+	} else {
+		r.result = HTTP_TRANSPORT;
+		r.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+		if (x->errbuf[0] == '\0')
+			snprintf(x->errbuf, sizeof(x->errbuf), "%s", curl_easy_strerror(rc));
+		r.error = x->errbuf;
+	}
+	x->smtp_cb(x->arg, &r);
+}
+
+static void
 unlink_active(struct http_client *c, struct xfer *x)
 {
 	for (struct xfer **p = &c->active; *p; p = &(*p)->next) {
@@ -238,10 +299,14 @@ check_done(struct http_client *c)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-		response_fill(x, msg->data.result, &r);
 		curl_multi_remove_handle(c->multi, x->easy);
 		unlink_active(c, x);
-		x->cb(x->arg, &r);
+		if (x->smtp) {
+			smtp_finish(x, msg->data.result);
+		} else {
+			response_fill(x, msg->data.result, &r);
+			x->cb(x->arg, &r);
+		}
 		xfer_free(x);
 	}
 }
@@ -319,7 +384,17 @@ reap_cancelled(void *arg)
 		r.request_id = "";
 		r.content_type = "";
 		r.retry_after_s = -1;
-		x->cb(x->arg, &r);
+		if (x->smtp) {
+			struct http_smtp_response sr;
+			memset(&sr, 0, sizeof(sr));
+			sr.result = HTTP_CANCELLED;
+			sr.error = "cancelled";
+			sr.enhanced = sr.text = "";
+			sr.stage = "connect";
+			x->smtp_cb(x->arg, &sr);
+		} else {
+			x->cb(x->arg, &r);
+		}
 		xfer_free(x);
 	}
 }

@@ -224,6 +224,42 @@ struct store_writer *store_writer_new(const char *data_dir, struct ev_loop *loop
 /* Adopts m. cb runs on the loop thread, exactly once. */
 void store_writer_submit(struct store_writer *w, struct store_msg *m, store_commit_cb cb,
                          void *arg);
+/* ---- delivery: claims and results go through the same writer ---- */
+
+/* The callback adopts msgs (the array and each message; free with store_msg_free and
+ * free()). n is 0 when nothing was due or the claim could not commit. */
+typedef void (*store_claim_cb)(void *arg, struct store_msg **msgs, size_t n);
+
+/* Leases up to max due messages (queued or deferred with next attempt now or earlier, or
+ * sending with an expired lease) to owner for lease_ms; they come back whole, bodies
+ * included, in state sending. */
+void store_writer_claim(struct store_writer *w, size_t max, int64_t lease_ms, const char *owner,
+                        store_claim_cb cb, void *arg);
+
+struct store_result {
+	char id[MB_ID_LEN + 1];
+	enum store_state state;  /* sent, deferred, failed, or queued (a lease given back) */
+	int64_t next_attempt_ms; /* 0 = now */
+	bool count_attempt;
+	char *connection; /* NULL keeps the stored one */
+	char *last_error; /* NULL clears it */
+	/* the attempts row, written when result is set: "sent", "tempfail", "permfail" */
+	char *result;
+	char *detail;
+	char *upstream_id; /* Graph request-id or the SMTP reply */
+	int64_t latency_ms;
+};
+
+struct store_result *store_result_new(const char *id);
+void store_result_free(struct store_result *r);
+/* Adopts r. The state change and its attempt row commit together. */
+void store_writer_result(struct store_writer *w, struct store_result *r, store_commit_cb cb,
+                         void *arg);
+
+/* Gives back every lease this owner held (after a restart: those deliveries died with the
+ * old process). */
+int store_leases_release(struct store *st, const char *owner, struct mb_err *err);
+
 /* Commits what is pending, runs its callbacks, stops the thread. */
 void store_writer_free(struct store_writer *w);
 

@@ -324,3 +324,29 @@ store_event_add(struct store *s, const char *level, const char *msg_id, const ch
 	}
 	return 0;
 }
+
+int
+store_leases_release(struct store *s, const char *owner, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "UPDATE messages SET state = 'queued', lease_owner = NULL,"
+	                       " lease_until = NULL WHERE state = 'sending' AND lease_owner = ?",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "releasing leases");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "releasing leases");
+		return -1;
+	}
+	if (sqlite3_changes(s->db) > 0)
+		mb_info("store: %d deliveries in flight at the last stop go back to the queue",
+		        sqlite3_changes(s->db));
+	return 0;
+}

@@ -16,9 +16,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum wjob_kind { WJOB_INSERT, WJOB_CLAIM, WJOB_RESULT };
+
 struct wjob {
-	struct store_msg *m;
+	enum wjob_kind kind;
+	struct store_msg *m;    /* INSERT */
+	struct store_result *r; /* RESULT */
+	size_t claim_max;       /* CLAIM */
+	int64_t lease_ms;
+	char owner[128];
+	struct store_msg **claimed;
+	size_t nclaimed;
 	store_commit_cb cb;
+	store_claim_cb claim_cb;
 	void *arg;
 	int status;
 	char errmsg[256];
@@ -31,7 +41,7 @@ struct wqueue {
 
 struct store_writer {
 	sqlite3 *db;
-	sqlite3_stmt *ins_msg, *ins_rcpt, *ins_body;
+	sqlite3_stmt *ins_msg, *ins_rcpt, *ins_body, *claim, *upd_result, *ins_attempt;
 	int64_t batch_max;
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -109,6 +119,83 @@ insert_one(struct store_writer *w, struct store_msg *m)
 	return 0;
 }
 
+static void
+drop_claimed(struct wjob *j)
+{
+	for (size_t i = 0; i < j->nclaimed; i++)
+		store_msg_free(j->claimed[i]);
+	free(j->claimed);
+	j->claimed = NULL;
+	j->nclaimed = 0;
+}
+
+/* Leases up to claim_max due messages and loads them whole. */
+static int
+claim_one(struct store_writer *w, struct wjob *j)
+{
+	struct store tmp = {.db = w->db};
+	int64_t now = mb_now_ms();
+	char **ids = NULL;
+	size_t n = 0;
+	int rc;
+
+	sqlite3_reset(w->claim);
+	sqlite3_bind_text(w->claim, 1, j->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(w->claim, 2, now + j->lease_ms);
+	sqlite3_bind_int64(w->claim, 3, now);
+	sqlite3_bind_int64(w->claim, 4, (sqlite3_int64)j->claim_max);
+	while ((rc = sqlite3_step(w->claim)) == SQLITE_ROW) {
+		ids = mb_realloc(ids, (n + 1) * sizeof(char *));
+		ids[n++] = mb_strdup((const char *)sqlite3_column_text(w->claim, 0));
+	}
+	sqlite3_reset(w->claim);
+	if (rc != SQLITE_DONE) {
+		for (size_t i = 0; i < n; i++)
+			free(ids[i]);
+		free(ids);
+		return -1;
+	}
+	j->claimed = mb_calloc(n ? n : 1, sizeof(*j->claimed));
+	for (size_t i = 0; i < n; i++) {
+		struct store_msg *m = store_msg_get(&tmp, ids[i], true, NULL);
+		if (m)
+			j->claimed[j->nclaimed++] = m;
+		free(ids[i]);
+	}
+	free(ids);
+	return 0;
+}
+
+static int
+result_one(struct store_writer *w, struct store_result *r)
+{
+	int64_t now = mb_now_ms();
+	sqlite3_stmt *u = w->upd_result, *a = w->ins_attempt;
+
+	sqlite3_reset(u);
+	sqlite3_bind_text(u, 1, store_state_name(r->state), -1, SQLITE_STATIC);
+	sqlite3_bind_int(u, 2, r->count_attempt ? 1 : 0);
+	sqlite3_bind_int64(u, 3, r->next_attempt_ms ? r->next_attempt_ms : now);
+	sqlite3_bind_text(u, 4, r->last_error, -1, SQLITE_STATIC);
+	sqlite3_bind_text(u, 5, r->connection, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(u, 6, now);
+	sqlite3_bind_text(u, 7, r->id, -1, SQLITE_STATIC);
+	if (sqlite3_step(u) != SQLITE_DONE)
+		return -1;
+	/* a message deleted meanwhile has no row to attach an attempt to */
+	if (r->result == NULL || sqlite3_changes(w->db) == 0)
+		return 0;
+	sqlite3_reset(a);
+	sqlite3_bind_text(a, 1, r->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(a, 2, now);
+	sqlite3_bind_text(a, 3, r->connection, -1, SQLITE_STATIC);
+	sqlite3_bind_text(a, 4, r->result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(a, 5, r->detail, -1, SQLITE_STATIC);
+	sqlite3_bind_text(a, 6, r->upstream_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(a, 7, r->latency_ms);
+	return sqlite3_step(a) == SQLITE_DONE ? 0 : -1;
+}
+
 /* Commits one group; every job gets the same status. */
 static void
 commit_group(struct store_writer *w, struct wqueue *g)
@@ -121,9 +208,14 @@ commit_group(struct store_writer *w, struct wqueue *g)
 		why = sqlite3_errmsg(w->db);
 		status = -1;
 	} else {
-		for (j = g->head; j && status == 0; j = j->next)
-			if (insert_one(w, j->m) < 0)
-				status = -1;
+		for (j = g->head; j && status == 0; j = j->next) {
+			if (j->kind == WJOB_INSERT)
+				status = insert_one(w, j->m);
+			else if (j->kind == WJOB_CLAIM)
+				status = claim_one(w, j);
+			else
+				status = result_one(w, j->r);
+		}
 		if (status == 0 && sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 			status = -1;
 		if (status < 0) {
@@ -135,6 +227,8 @@ commit_group(struct store_writer *w, struct wqueue *g)
 		j->status = status;
 		if (why)
 			snprintf(j->errmsg, sizeof(j->errmsg), "%s", why);
+		if (status < 0)
+			drop_claimed(j); /* a claim that did not commit never happened */
 	}
 	if (status < 0)
 		mb_warn("store: commit failed: %s", why ? why : "?");
@@ -224,8 +318,14 @@ run_done(void *arg)
 	pthread_mutex_unlock(&w->mu);
 	for (j = done.head; j; j = next) {
 		next = j->next;
-		j->cb(j->arg, j->status, j->status ? j->errmsg : NULL);
+		if (j->kind == WJOB_CLAIM) {
+			/* the callback adopts the messages and the array */
+			j->claim_cb(j->arg, j->claimed, j->nclaimed);
+		} else {
+			j->cb(j->arg, j->status, j->status ? j->errmsg : NULL);
+		}
 		store_msg_free(j->m);
+		store_result_free(j->r);
 		free(j);
 	}
 }
@@ -250,7 +350,24 @@ store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max, 
 	                       "INSERT INTO recipients (message_id, idx, address) VALUES (?, ?, ?)",
 	                       -1, &w->ins_rcpt, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", -1,
-	                       &w->ins_body, NULL) != SQLITE_OK) {
+	                       &w->ins_body, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+	                       "UPDATE messages SET state = 'sending', lease_owner = ?1,"
+	                       " lease_until = ?2, updated_at = ?3 WHERE id IN (SELECT id FROM"
+	                       " messages WHERE (state IN ('queued', 'deferred') AND"
+	                       " next_attempt_at <= ?3) OR (state = 'sending' AND lease_until < ?3)"
+	                       " ORDER BY next_attempt_at LIMIT ?4) RETURNING id",
+	                       -1, &w->claim, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+	                       "UPDATE messages SET state = ?1, attempts = attempts + ?2,"
+	                       " next_attempt_at = ?3, last_error = ?4,"
+	                       " connection = coalesce(?5, connection), lease_owner = NULL,"
+	                       " lease_until = NULL, updated_at = ?6 WHERE id = ?7",
+	                       -1, &w->upd_result, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+	                       "INSERT INTO attempts (message_id, at, connection, result, detail,"
+	                       " upstream_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	                       -1, &w->ins_attempt, NULL) != SQLITE_OK) {
 		store_db_err(db, err, "preparing statements");
 		goto fail;
 	}
@@ -289,10 +406,22 @@ fail:
 	sqlite3_finalize(w->ins_msg);
 	sqlite3_finalize(w->ins_rcpt);
 	sqlite3_finalize(w->ins_body);
+	sqlite3_finalize(w->claim);
+	sqlite3_finalize(w->upd_result);
+	sqlite3_finalize(w->ins_attempt);
 	sqlite3_close(w->ckpt_db);
 	sqlite3_close(db);
 	free(w);
 	return NULL;
+}
+
+static void
+enqueue(struct store_writer *w, struct wjob *j)
+{
+	pthread_mutex_lock(&w->mu);
+	wq_push(&w->in, j);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
 }
 
 void
@@ -300,13 +429,60 @@ store_writer_submit(struct store_writer *w, struct store_msg *m, store_commit_cb
 {
 	struct wjob *j = mb_calloc(1, sizeof(*j));
 
+	j->kind = WJOB_INSERT;
 	j->m = m;
 	j->cb = cb;
 	j->arg = arg;
-	pthread_mutex_lock(&w->mu);
-	wq_push(&w->in, j);
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	enqueue(w, j);
+}
+
+void
+store_writer_claim(struct store_writer *w, size_t max, int64_t lease_ms, const char *owner,
+                   store_claim_cb cb, void *arg)
+{
+	struct wjob *j = mb_calloc(1, sizeof(*j));
+
+	j->kind = WJOB_CLAIM;
+	j->claim_max = max;
+	j->lease_ms = lease_ms;
+	snprintf(j->owner, sizeof(j->owner), "%s", owner);
+	j->claim_cb = cb;
+	j->arg = arg;
+	enqueue(w, j);
+}
+
+void
+store_writer_result(struct store_writer *w, struct store_result *r, store_commit_cb cb, void *arg)
+{
+	struct wjob *j = mb_calloc(1, sizeof(*j));
+
+	j->kind = WJOB_RESULT;
+	j->r = r;
+	j->cb = cb;
+	j->arg = arg;
+	enqueue(w, j);
+}
+
+struct store_result *
+store_result_new(const char *id)
+{
+	struct store_result *r = mb_calloc(1, sizeof(*r));
+
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	return r;
+}
+
+void
+store_result_free(struct store_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->connection);
+	free(r->last_error);
+	free(r->result);
+	free(r->detail);
+	free(r->upstream_id);
+	free(r);
 }
 
 void
@@ -331,6 +507,9 @@ store_writer_free(struct store_writer *w)
 	sqlite3_finalize(w->ins_msg);
 	sqlite3_finalize(w->ins_rcpt);
 	sqlite3_finalize(w->ins_body);
+	sqlite3_finalize(w->claim);
+	sqlite3_finalize(w->upd_result);
+	sqlite3_finalize(w->ins_attempt);
 	/* leave a small WAL behind: everything into the database file, WAL truncated */
 	sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	sqlite3_close(w->ckpt_db);

@@ -299,24 +299,36 @@ test_bounds(void **state)
 
 		if (p->type != CONFIG_INT && p->type != CONFIG_SIZE && p->type != CONFIG_DURATION)
 			continue;
-		assert_int_equal(p->section, CONFIG_SEC_SERVER);
+		assert_true(p->section == CONFIG_SEC_SERVER || p->section == CONFIG_SEC_CONNECTION);
 		for (size_t k = 0; k < 4; k++) {
+			bool conn = p->section == CONFIG_SEC_CONNECTION;
 			char text[200], key[80], val[40], want[200];
 			struct config_case tc = {p->name, text, 2, NULL};
 			struct config *c = config_new_defaults();
 			struct mb_err err = {0};
 
 			snprintf(val, sizeof(val), "%lld", (long long)vals[k]);
-			snprintf(text, sizeof(text), "[server]\n%s = %s\n", p->name, val);
+			if (conn)
+				snprintf(text, sizeof(text),
+				         "[connection c]\nsender = a@example.com\n%s = %s\n",
+				         p->name, val);
+			else
+				snprintf(text, sizeof(text), "[server]\n%s = %s\n", p->name, val);
+			tc.line = conn ? 3 : 2;
 			if (!ok[k]) {
 				snprintf(want, sizeof(want), "%s = %s is %s", p->name, val,
 				         k == 1 ? "below the minimum" : "above the maximum");
 				tc.want = want;
 			}
 			run_case(&tc, false);
-			snprintf(key, sizeof(key), "server.%s", p->name);
+			snprintf(key, sizeof(key), "%s.%s", conn ? "connection.c" : "server",
+			         p->name);
 			assert_int_equal(config_set(c, key, val, &err), ok[k] ? 0 : -1);
-			if (ok[k])
+			if (ok[k] && conn)
+				assert_int_equal(
+				    *(int64_t *)((char *)config_conn_find(c, "c") + p->offset),
+				    vals[k]);
+			else if (ok[k])
 				assert_int_equal(*(int64_t *)((char *)&c->server + p->offset),
 				                 vals[k]);
 			else
@@ -325,7 +337,7 @@ test_bounds(void **state)
 		}
 		checked++;
 	}
-	assert_int_equal(checked, 9);
+	assert_int_equal(checked, 15);
 }
 
 static void
@@ -694,7 +706,7 @@ test_defaults(void **state)
 		if (p->type == CONFIG_INT || p->type == CONFIG_SIZE || p->type == CONFIG_DURATION) {
 			assert_non_null(p->def);
 			assert_true(p->min <= p->max);
-			assert_true(p->min > 0);
+			assert_true(p->min >= 0);
 		}
 		if (p->def == NULL)
 			continue;
