@@ -15,12 +15,13 @@ static const struct subcommand subcommands[] = {
     {"serve", cli_serve_main, "serve [-c FILE] [--set KEY=VALUE]...  run the gateway"},
     {"sendmail", cli_sendmail_main, "sendmail [-t] [-i] [-f FROM] [-F NAME] [--] [RCPT...]"},
     {"config", cli_config_main, "config check|show|reference [-c FILE]"},
-    {"queue", cli_queue_main, "queue [list | show ID [--raw] | delete ID] [--json]"},
-    {"log", cli_log_main, "log [--status S] [--limit N] [--json]"},
+    {"queue", cli_queue_main, "queue [list | show ID [--raw] | retry ID | delete ID] [--json]"},
+    {"log", cli_log_main, "log [--status S] [--limit N] [--json] | log resend ID [--to ADDR]..."},
     {"connection", cli_connection_main,
      "connection list|show NAME|remove NAME|default NAME|add NAME --provider P --sender ADDR "
      "..."},
     {"auth", cli_auth_main, "auth login NAME [--device | --browser] | auth status [NAME]"},
+    {"test", cli_test_main, "test --to ADDR [--from ADDR] [--connection NAME]  the Email Test"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},
 };
 

@@ -73,6 +73,19 @@ cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 			name = "raw";
 			o->raw = true;
 			break;
+		case 't':
+			name = "to";
+			o->to = mb_realloc(o->to, (size_t)(o->nto + 1) * sizeof(char *));
+			o->to[o->nto++] = optarg;
+			break;
+		case 'f':
+			name = "from";
+			o->from = optarg;
+			break;
+		case 'C':
+			name = "connection";
+			o->connection = optarg;
+			break;
 		default:
 			fprintf(stderr, "mailbridge %s: unknown option '%s'\n", argv[0],
 			        argv[optind - 1]);
@@ -92,6 +105,7 @@ cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 void
 cli_opts_free(struct cli_opts *o)
 {
+	free(o->to);
 	free(o->sets);
 }
 

@@ -15,6 +15,10 @@ struct cli_opts {
 	const char *status;
 	long long limit;
 	bool raw;
+	char **to; /* --to ADDR, repeatable */
+	int nto;
+	const char *from;
+	const char *connection;
 	int nargs;
 	char **args; /* positional arguments */
 };

@@ -167,9 +167,12 @@ cli_queue_main(int argc, char **argv)
 		return EX_USAGE;
 	verb = o.nargs > 0 ? o.args[0] : "list";
 	if (!((strcmp(verb, "list") == 0 && o.nargs <= 1) ||
-	      ((strcmp(verb, "show") == 0 || strcmp(verb, "delete") == 0) && o.nargs == 2))) {
-		fprintf(stderr, "usage: mailbridge queue [list | show ID [--raw] | delete ID] "
-		                "[--json] [-c FILE]\n");
+	      ((strcmp(verb, "show") == 0 || strcmp(verb, "delete") == 0 ||
+	        strcmp(verb, "retry") == 0) &&
+	       o.nargs == 2))) {
+		fprintf(stderr,
+		        "usage: mailbridge queue [list | show ID [--raw] | retry ID | delete ID] "
+		        "[--json] [-c FILE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}
@@ -182,6 +185,16 @@ cli_queue_main(int argc, char **argv)
 		rc = list(st, &o, pending, 3);
 	} else if (strcmp(verb, "show") == 0) {
 		rc = show(st, &o, o.args[1]);
+	} else if (strcmp(verb, "retry") == 0) {
+		struct mb_err err = {0};
+		if (store_msg_requeue(st, o.args[1], &err) < 0) {
+			fprintf(stderr, "mailbridge: %s\n", err.msg);
+			rc = err.code == MB_ENOTFOUND ? EX_NOINPUT : EX_DATAERR;
+		} else {
+			printf("%s is queued again; the daemon tries it within a second\n",
+			       o.args[1]);
+			rc = EX_OK;
+		}
 	} else {
 		struct mb_err err = {0};
 		if (store_msg_delete(st, o.args[1], &err) < 0) {
@@ -205,12 +218,34 @@ cli_log_main(int argc, char **argv)
 	enum store_state state;
 	int rc;
 
-	if (cli_opts_parse(argc, argv, "json,set,status,limit", &o) < 0)
+	if (cli_opts_parse(argc, argv, "json,set,status,limit,to", &o) < 0)
 		return EX_USAGE;
-	if (o.nargs > 0) {
+	if (o.nargs == 2 && strcmp(o.args[0], "resend") == 0) {
+		struct mb_err err = {0};
+		char new_id[MB_ID_LEN + 1];
+		st = open_store(&o);
+		if (st == NULL) {
+			cli_opts_free(&o);
+			return EX_UNAVAILABLE;
+		}
+		if (store_msg_copy(st, o.args[1], (const char *const *)o.to, (size_t)o.nto, new_id,
+		                   &err) < 0) {
+			fprintf(stderr, "mailbridge: %s\n", err.msg);
+			rc = err.code == MB_ENOTFOUND ? EX_NOINPUT : EX_IOERR;
+		} else {
+			printf("queued %s, a copy of %s%s\n", new_id, o.args[1],
+			       o.nto ? " to the given recipients" : "");
+			rc = EX_OK;
+		}
+		store_close(st);
+		cli_opts_free(&o);
+		return rc;
+	}
+	if (o.nargs > 0 || o.nto > 0) {
 		fprintf(stderr,
 		        "usage: mailbridge log [--status queued|sending|deferred|sent|failed]"
-		        " [--limit N] [--json] [-c FILE]\n");
+		        " [--limit N] [--json] [-c FILE]\n"
+		        "       mailbridge log resend ID [--to ADDR]...\n");
 		cli_opts_free(&o);
 		return EX_USAGE;
 	}

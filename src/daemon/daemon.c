@@ -8,6 +8,7 @@
 
 #include "admin/admin.h"
 #include "ev/ev.h"
+#include "deliver/deliver.h"
 #include "http/http.h"
 #include "oauth/oauth.h"
 #include "smtp/smtp.h"
@@ -22,6 +23,7 @@ struct daemon {
 	struct mb_key key;
 	struct http_client *http;
 	struct oauth_tm *tm;
+	struct deliver *deliver;
 	struct admin *admin;
 	struct ev_signal *sigterm, *sigint, *sighup;
 };
@@ -33,6 +35,14 @@ on_stop(void *arg)
 
 	mb_info("daemon: stopping");
 	ev_loop_stop(d->loop);
+}
+
+static void
+on_queued(void *arg)
+{
+	struct daemon *d = arg;
+
+	deliver_kick(d->deliver);
 }
 
 static void
@@ -101,6 +111,16 @@ daemon_run(struct config *cfg)
 	d.http = http_client_new(d.loop);
 	d.tm = oauth_tm_new(d.loop, d.http, cfg, d.st, &d.key);
 	{
+		struct deliver_deps dd = {d.loop, cfg, d.st, d.writer, &d.key, d.http, d.tm};
+		d.deliver = deliver_new(&dd, &err);
+		if (d.deliver == NULL) {
+			mb_fatal("daemon: %s", err.msg);
+			rc = EX_CONFIG;
+			goto out;
+		}
+		smtp_server_on_queued(d.smtp, on_queued, &d);
+	}
+	{
 		struct admin_deps deps = {cfg, d.st, &d.key, d.http, d.tm};
 		d.admin = admin_new(d.loop, &deps, &err);
 	}
@@ -119,9 +139,11 @@ out:
 	/* sessions first; commits in flight then finish in the writer and find no session */
 	admin_free(d.admin);
 	smtp_server_close(d.smtp);
+	deliver_stop(d.deliver);
+	http_client_free(d.http); /* ends deliveries and token requests in flight */
+	deliver_free(d.deliver);
 	store_writer_free(d.writer);
 	smtp_server_free(d.smtp);
-	http_client_free(d.http); /* answers every token waiter */
 	oauth_tm_free(d.tm);
 	store_close(d.st);
 	mb_key_wipe(&d.key);

@@ -432,6 +432,100 @@ http_client_free(struct http_client *c)
 	free(c);
 }
 
+/* The server's replies arrive as HEADER_IN; our commands as HEADER_OUT, of which only the
+ * verb is looked at (AUTH lines carry the token). */
+static int
+on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *arg)
+{
+	struct xfer *x = arg;
+	static const struct {
+		const char *verb, *stage;
+	} stages[] = {{"EHLO", "connect"}, {"HELO", "connect"}, {"STARTTLS", "starttls"},
+	              {"AUTH", "auth"},    {"MAIL", "mail"},    {"RCPT", "rcpt"},
+	              {"DATA", "data"},    {"QUIT", "end"}};
+
+	if (type == CURLINFO_HEADER_OUT) {
+		for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+			size_t n = strlen(stages[i].verb);
+			if (size >= n && strncasecmp(data, stages[i].verb, n) == 0) {
+				snprintf(x->stage, sizeof(x->stage), "%s", stages[i].stage);
+				break;
+			}
+		}
+		return 0;
+	}
+	if (type != CURLINFO_HEADER_IN)
+		return 0;
+	/* one reply line per call; keep the last one */
+	{
+		size_t n = size < sizeof(x->reply) - 1 ? size : sizeof(x->reply) - 1;
+		memcpy(x->reply, data, n);
+		while (n > 0 && (x->reply[n - 1] == '\n' || x->reply[n - 1] == '\r'))
+			n--;
+		x->reply[n] = '\0';
+	}
+	return 0;
+}
+
+static size_t
+on_upload(char *buf, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t left = x->upload.len - x->upload_off, take = size * n < left ? size * n : left;
+
+	memcpy(buf, x->upload.data + x->upload_off, take);
+	x->upload_off += take;
+	return take;
+}
+
+uint64_t
+http_smtp_start(struct http_client *c, const struct http_smtp_request *req, http_smtp_done_cb cb,
+                void *arg)
+{
+	struct http_request base = {.method = "POST",
+	                            .url = req->url,
+	                            .ca_file = req->ca_file,
+	                            .timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 120000};
+	struct xfer *x = xfer_new(&base);
+	CURL *e = x->easy;
+
+	x->smtp = true;
+	x->smtp_cb = cb;
+	x->arg = arg;
+	/* xfer_new prepared an HTTP request; make it an SMTP upload */
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_NONE);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+	curl_easy_setopt(e, CURLOPT_USE_SSL,
+	                 (long)(req->tls_required ? CURLUSESSL_ALL : CURLUSESSL_NONE));
+	if (req->username)
+		curl_easy_setopt(e, CURLOPT_USERNAME, req->username);
+	if (req->bearer) {
+		curl_easy_setopt(e, CURLOPT_XOAUTH2_BEARER, req->bearer);
+		curl_easy_setopt(e, CURLOPT_LOGIN_OPTIONS, "AUTH=XOAUTH2");
+	} else if (req->password) {
+		curl_easy_setopt(e, CURLOPT_PASSWORD, req->password);
+	}
+	curl_easy_setopt(e, CURLOPT_MAIL_FROM, req->mail_from);
+	for (size_t i = 0; i < req->nrcpts; i++)
+		x->rcpts = curl_slist_append(x->rcpts, req->rcpts[i]);
+	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, x->rcpts);
+	mb_buf_append(&x->upload, req->data, req->len);
+	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->len);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
+	curl_easy_setopt(e, CURLOPT_READDATA, x);
+	curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+	curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
+	curl_easy_setopt(e, CURLOPT_DEBUGDATA, x);
+	x->id = c->next_id++;
+	x->next = c->active;
+	c->active = x;
+	c->inflight++;
+	curl_multi_add_handle(c->multi, x->easy);
+	return x->id;
+}
+
 uint64_t
 http_request_start(struct http_client *c, const struct http_request *req, http_done_cb cb,
                    void *arg)

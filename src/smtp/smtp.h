@@ -39,6 +39,8 @@ void smtp_server_close(struct smtp_server *srv);
 /* Frees what is left; call after store_writer_free(). */
 void smtp_server_free(struct smtp_server *srv);
 size_t smtp_server_session_count(const struct smtp_server *srv);
+/* Called after each message is durably queued (the daemon kicks delivery with it). */
+void smtp_server_on_queued(struct smtp_server *srv, ev_cb cb, void *arg);
 
 /* ---- commands ---- */
 

@@ -24,6 +24,8 @@ struct smtp_server {
 	struct smtp_session **buckets;
 	size_t nbuckets;
 	struct smtp_auth_cache *auth_cache;
+	ev_cb on_queued;
+	void *on_queued_arg;
 };
 
 void smtp_session_accept(struct smtp_server *srv, int fd, const struct mb_sockaddr *peer,

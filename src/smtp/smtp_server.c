@@ -85,6 +85,13 @@ smtp_server_free(struct smtp_server *srv)
 	free(srv);
 }
 
+void
+smtp_server_on_queued(struct smtp_server *srv, ev_cb cb, void *arg)
+{
+	srv->on_queued = cb;
+	srv->on_queued_arg = arg;
+}
+
 size_t
 smtp_server_session_count(const struct smtp_server *srv)
 {

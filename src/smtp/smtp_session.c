@@ -430,6 +430,8 @@ committed(void *arg, int status, const char *errmsg)
 	struct smtp_session *s = smtp_server_find(ref->srv, ref->session_id);
 	char id[MB_ID_LEN + 1];
 
+	if (status == 0 && ref->srv->on_queued)
+		ref->srv->on_queued(ref->srv->on_queued_arg);
 	snprintf(id, sizeof(id), "%s", ref->id);
 	if (status == 0)
 		mb_info("smtp: queued: id=%s %s%s", id, ref->log,

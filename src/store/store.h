@@ -256,6 +256,19 @@ void store_result_free(struct store_result *r);
 void store_writer_result(struct store_writer *w, struct store_result *r, store_commit_cb cb,
                          void *arg);
 
+/* Puts a deferred, failed or queued message back in the queue, due now. */
+int store_msg_requeue(struct store *st, const char *id, struct mb_err *err);
+/* Queues a copy of message id under a new id (written to new_id): to its original
+ * recipients, or to rcpts when nrcpts > 0. The body is the same bytes. */
+int store_msg_copy(struct store *st, const char *id, const char *const *rcpts, size_t nrcpts,
+                   char new_id[MB_ID_LEN + 1], struct mb_err *err);
+
+/* For the daily recipient budget: each successful attempt through connection since
+ * since_ms, with the number of recipients of its message. */
+int store_sent_recipients(struct store *st, const char *connection, int64_t since_ms,
+                          void (*cb)(void *arg, int64_t at_ms, int64_t nrcpts), void *arg,
+                          struct mb_err *err);
+
 /* Gives back every lease this owner held (after a restart: those deliveries died with the
  * old process). */
 int store_leases_release(struct store *st, const char *owner, struct mb_err *err);

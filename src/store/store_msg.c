@@ -350,3 +350,136 @@ store_leases_release(struct store *s, const char *owner, struct mb_err *err)
 		        sqlite3_changes(s->db));
 	return 0;
 }
+
+int
+store_sent_recipients(struct store *s, const char *connection, int64_t since_ms,
+                      void (*cb)(void *arg, int64_t at_ms, int64_t nrcpts), void *arg,
+                      struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT a.at, (SELECT count(*) FROM recipients r WHERE"
+	                       " r.message_id = a.message_id) FROM attempts a WHERE"
+	                       " a.result = 'sent' AND a.connection = ? AND a.at > ? ORDER BY a.at",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "reading the recipient budget");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, connection, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, since_ms);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1));
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "reading the recipient budget");
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_msg_requeue(struct store *s, const char *id, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "UPDATE messages SET state = 'queued', next_attempt_at = ?1,"
+	                       " updated_at = ?1 WHERE id = ?2 AND state IN ('queued', 'deferred',"
+	                       " 'failed')",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "requeueing a message");
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, mb_now_ms());
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "requeueing a message");
+		return -1;
+	}
+	if (sqlite3_changes(s->db) == 0) {
+		struct store_msg *m = store_msg_get(s, id, false, err);
+		if (m)
+			mb_err_set(err, MB_EINVAL,
+			           "message %s is %s: only deferred, failed or "
+			           "queued messages can be retried",
+			           id, store_state_name(m->state));
+		store_msg_free(m);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+exec_bound(sqlite3 *db, const char *sql, const char *a, const char *b, int64_t n, int64_t t,
+           struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(db, err, "copying a message");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, n);
+	sqlite3_bind_int64(st, 4, t);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(db, err, "copying a message");
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_msg_copy(struct store *s, const char *id, const char *const *rcpts, size_t nrcpts,
+               char new_id[MB_ID_LEN + 1], struct mb_err *err)
+{
+	int64_t now = mb_now_ms();
+
+	mb_id_new(new_id);
+	if (store_db_exec(s->db, "BEGIN IMMEDIATE", err) < 0)
+		return -1;
+	/* ?1 new id, ?2 old id */
+	if (exec_bound(
+	        s->db,
+	        "INSERT INTO messages (id, sender, size, received_at, state, next_attempt_at,"
+	        " client, subject, from_hdr, updated_at) SELECT ?1, sender, size, ?4,"
+	        " 'queued', ?4, 'resend of ' || id, subject, from_hdr, ?4 FROM messages"
+	        " WHERE id = ?2",
+	        new_id, id, 0, now, err) < 0 ||
+	    exec_bound(s->db,
+	               "INSERT INTO bodies (message_id, data) SELECT ?1, data FROM bodies WHERE"
+	               " message_id = ?2",
+	               new_id, id, 0, now, err) < 0)
+		goto fail;
+	if (sqlite3_changes(s->db) == 0) {
+		mb_err_set(err, MB_ENOTFOUND, "no message with id %s, or its body was pruned", id);
+		goto fail;
+	}
+	if (nrcpts == 0) {
+		if (exec_bound(s->db,
+		               "INSERT INTO recipients (message_id, idx, address) SELECT ?1, idx,"
+		               " address FROM recipients WHERE message_id = ?2",
+		               new_id, id, 0, now, err) < 0)
+			goto fail;
+	} else {
+		for (size_t i = 0; i < nrcpts; i++)
+			if (exec_bound(s->db,
+			               "INSERT INTO recipients (message_id, idx, address) VALUES"
+			               " (?1, ?3, ?2)",
+			               new_id, rcpts[i], (int64_t)i, now, err) < 0)
+				goto fail;
+	}
+	return store_db_exec(s->db, "COMMIT", err);
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
