@@ -239,20 +239,27 @@ oauth_conns_sync(const struct config *cfg, struct store *st, struct mb_err *err)
 {
 	for (size_t i = 0; i < cfg->nconns; i++) {
 		const struct config_conn *cc = &cfg->conns[i];
+		struct oauth_conn *c;
 		struct store_conn sc;
+		int rc;
 
 		if (cc->client_secret && *cc->client_secret)
 			mb_warn(
 			    "config: connection %s: client_secret is written in the config file; "
 			    "prefer client_secret_file (mode 0600) or client_secret_env",
 			    cc->name);
+		/* the secret's fingerprint, so status can show which secret is in use */
+		c = from_config(cc, NULL);
 		memset(&sc, 0, sizeof(sc));
 		sc.name = cc->name;
 		sc.provider = cc->provider;
 		sc.sender = cc->sender ? cc->sender : "";
 		sc.settings = "{}";
 		sc.source = "config";
-		if (store_conn_put(st, &sc, err) < 0)
+		sc.secret_fp = c ? c->secret_fp : NULL;
+		rc = store_conn_put(st, &sc, err);
+		oauth_conn_free(c);
+		if (rc < 0)
 			return -1;
 	}
 	return 0;

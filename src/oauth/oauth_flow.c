@@ -48,21 +48,25 @@ post_form(const struct oauth_conn *c, const char *what, const struct mb_buf *for
 }
 
 static void
-explain_response(const struct http_response *resp, struct oauth_explain *ex, struct mb_err *err)
+explain_response(const struct oauth_conn *c, const struct http_response *resp,
+                 struct oauth_explain *ex, struct mb_err *err)
 {
 	struct oauth_error oe;
 	struct oauth_explain tmp;
+	char *fix;
 
 	if (ex == NULL)
 		ex = &tmp;
 	oauth_error_parse(resp->body, resp->body_len, (int)resp->status, &oe);
 	oauth_error_explain(&oe, ex);
+	fix = mb_str_replace(ex->fix, "NAME", c->name);
 	if (ex->aadsts)
 		mb_err_set(err, MB_EINVAL, "AADSTS%ld (%s): %s Fix: %s", ex->aadsts,
-		           oe.error[0] ? oe.error : "error", ex->cause, ex->fix);
+		           oe.error[0] ? oe.error : "error", ex->cause, fix);
 	else
 		mb_err_set(err, MB_EINVAL, "%s (HTTP %ld): %s Fix: %s",
-		           oe.error[0] ? oe.error : "error", resp->status, ex->cause, ex->fix);
+		           oe.error[0] ? oe.error : "error", resp->status, ex->cause, fix);
+	free(fix);
 }
 
 /* Sends a token request; on 200 parses it into t. */
@@ -89,7 +93,7 @@ token_request(const struct oauth_conn *c, const struct mb_buf *form, struct oaut
 	if (resp.status == 200)
 		rc = oauth_token_resp_parse(resp.body, resp.body_len, t, err);
 	else
-		explain_response(&resp, ex, err);
+		explain_response(c, &resp, ex, err);
 	http_response_release(&resp);
 	return rc;
 }
@@ -395,7 +399,7 @@ again:
 	}
 	mb_buf_release(&scope);
 	if (resp.status != 200) {
-		explain_response(&resp, ex, err);
+		explain_response(c, &resp, ex, err);
 		http_response_release(&resp);
 		return -1;
 	}
@@ -467,7 +471,7 @@ again:
 		else if (strcmp(oe.error, "authorization_declined") == 0)
 			mb_err_set(err, MB_EINVAL, "sign-in was declined: %s", e.fix);
 		else
-			explain_response(&resp, ex, err);
+			explain_response(c, &resp, ex, err);
 		http_response_release(&resp);
 		break;
 	}

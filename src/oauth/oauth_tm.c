@@ -81,7 +81,10 @@ drop_access(struct entry *e)
 static bool
 access_is_fresh(const struct entry *e)
 {
-	return e->access && mb_now_ms() + SAFETY_MS < e->expires_ms;
+	/* a short-lived token keeps a margin of a tenth of its life, at most 30 s */
+	int64_t margin = e->lifetime_ms / 10 < SAFETY_MS ? e->lifetime_ms / 10 : SAFETY_MS;
+
+	return e->access && mb_now_ms() + margin < e->expires_ms;
 }
 
 static void
@@ -126,6 +129,25 @@ schedule_ahead(struct entry *e)
 	schedule(e, e->expires_ms - margin - mb_now_ms());
 }
 
+/* Records an error on the connection; state NULL keeps the state it has. */
+static void
+note(struct entry *e, const char *state, const char *reason, const char *fix)
+{
+	struct mb_err err;
+	struct store_conn *sc = NULL;
+	char *f = mb_str_replace(fix, "NAME", e->conn);
+
+	if (state == NULL) {
+		sc = store_conn_get(e->tm->st, e->conn, NULL);
+		state = sc && sc->state ? sc->state : "not authorized";
+	}
+	store_conn_set_state(e->tm->st, e->conn, state,
+	                     strcmp(state, "needs re-authorization") == 0 ? reason : NULL, reason,
+	                     f, &err);
+	store_conn_free(sc);
+	free(f);
+}
+
 static void
 fail(struct entry *e, const struct oauth_explain *ex, const char *detail)
 {
@@ -141,11 +163,20 @@ fail(struct entry *e, const struct oauth_explain *ex, const char *detail)
 		snprintf(reason, sizeof(reason), "%s", e->last_cause);
 	switch (ex->cls) {
 	case OAUTH_CLASS_REAUTHORIZE:
+	case OAUTH_CLASS_USER:
+		/* the grant is dead, or the user must act: only a new sign-in helps */
 		drop_access(e);
 		mb_warn("oauth: needs re-authorization: connection=%s %s fix=\"%s\"", e->conn,
 		        reason, ex->fix);
-		store_conn_set_state(e->tm->st, e->conn, "needs re-authorization", reason, reason,
-		                     ex->fix, &err);
+		note(e, "needs re-authorization", reason, ex->fix);
+		store_event_add(e->tm->st, "warn", NULL, e->conn, reason, &err);
+		break;
+	case OAUTH_CLASS_CONFIG:
+		/* the app registration or the secret: a new sign-in would not help; the state
+		 * stays, the error and its fix are shown */
+		mb_warn("oauth: token request refused: connection=%s %s fix=\"%s\"", e->conn,
+		        reason, ex->fix);
+		note(e, NULL, reason, ex->fix);
 		store_event_add(e->tm->st, "warn", NULL, e->conn, reason, &err);
 		break;
 	case OAUTH_CLASS_TRANSIENT:
@@ -160,19 +191,11 @@ fail(struct entry *e, const struct oauth_explain *ex, const char *detail)
 		mb_warn("oauth: token request failed: connection=%s resource=%s %s retry_in=%llds "
 		        "(the refresh token is kept)",
 		        e->conn, oauth_resource_name(e->res), reason, (long long)(backoff / 1000));
-		store_conn_set_state(e->tm->st, e->conn, "authorized", NULL, reason, ex->fix, &err);
+		note(e, NULL, reason, ex->fix);
 		/* the access token, if still valid, stays usable meanwhile */
 		schedule(e, backoff);
 		break;
 	}
-	case OAUTH_CLASS_CONFIG:
-	case OAUTH_CLASS_USER:
-		mb_warn("oauth: token request refused: connection=%s %s fix=\"%s\"", e->conn,
-		        reason, ex->fix);
-		store_conn_set_state(e->tm->st, e->conn, "needs re-authorization", reason, reason,
-		                     ex->fix, &err);
-		store_event_add(e->tm->st, "warn", NULL, e->conn, reason, &err);
-		break;
 	}
 	if (access_is_fresh(e) && ex->cls == OAUTH_CLASS_TRANSIENT)
 		answer(e, 0, NULL);

@@ -155,6 +155,8 @@ unsigned char *mb_base64_decode(const char *s, size_t slen, size_t *outlen);
 
 bool mb_str_has_prefix_ci(const char *s, const char *prefix);
 char *mb_str_trim(char *s);
+/* A new string: s with every "from" replaced by "to". */
+char *mb_str_replace(const char *s, const char *from, const char *to);
 /* Parses "35M", "1024", "64K", "1G": bytes. */
 int mb_parse_size(const char *s, int64_t *out);
 /* Parses "30", "30s", "5m", "2h", "7d": seconds. */

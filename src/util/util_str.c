@@ -142,3 +142,21 @@ mb_buf_json_str(struct mb_buf *b, const char *s)
 	}
 	mb_buf_append(b, "\"", 1);
 }
+
+char *
+mb_str_replace(const char *s, const char *from, const char *to)
+{
+	struct mb_buf b = {0};
+	size_t flen = strlen(from);
+	const char *p;
+
+	if (flen == 0)
+		return mb_strdup(s);
+	while ((p = strstr(s, from)) != NULL) {
+		mb_buf_append(&b, s, (size_t)(p - s));
+		mb_buf_puts(&b, to);
+		s = p + flen;
+	}
+	mb_buf_puts(&b, s);
+	return mb_buf_steal(&b);
+}
