@@ -5,7 +5,7 @@
 set -eu
 
 BUILD_PKGS="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev sqlite3
- libjansson-dev libinih-dev libgmime-3.0-dev libcurl4-openssl-dev"
+ libjansson-dev libinih-dev libgmime-3.0-dev libcurl4-openssl-dev libsystemd-dev"
 TEST_PKGS="libcmocka-dev python3 swaks php-cli clang libclang-rt-14-dev openssl clang-format"
 
 want="$BUILD_PKGS"

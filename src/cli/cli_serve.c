@@ -49,8 +49,13 @@ cli_config_main(int argc, char **argv)
 		cli_opts_free(&o);
 		return EX_OK;
 	}
+	if (o.nargs == 1 && strcmp(o.args[0], "man") == 0) {
+		config_doc_man(stdout);
+		cli_opts_free(&o);
+		return EX_OK;
+	}
 	if (o.nargs != 1 || (strcmp(o.args[0], "check") != 0 && strcmp(o.args[0], "show") != 0)) {
-		fprintf(stderr, "usage: mailbridge config check|show|reference [-c FILE] "
+		fprintf(stderr, "usage: mailbridge config check|show|reference|man [-c FILE] "
 		                "[--set KEY=VALUE]\n");
 		cli_opts_free(&o);
 		return EX_USAGE;

@@ -173,6 +173,10 @@ const struct config_user *config_user_find(const struct config *c, const char *n
 /* Every key with its type, default, bounds and meaning, as Markdown (docs/config.md). */
 void config_doc_markdown(FILE *out);
 
+/* The complete mailbridge.conf(5) page in roff (man macros): the file format, then every key
+ * with its type, default, bounds and meaning (docs/mailbridge.conf.5). */
+void config_doc_man(FILE *out);
+
 void config_free(struct config *c);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sysexits.h>
+#include <systemd/sd-daemon.h>
 
 #include "admin/admin.h"
 #include "ev/ev.h"
@@ -26,15 +27,64 @@ struct daemon {
 	struct deliver *deliver;
 	struct admin *admin;
 	struct ev_signal *sigterm, *sigint, *sighup;
+	struct ev_timer *drain;    /* while stopping: waits for sessions and deliveries */
+	struct ev_timer *watchdog; /* systemd's WatchdogSec, when set */
+	uint64_t watchdog_us;
+	int64_t stop_deadline_ms;
+	bool stopping;
 };
 
+/* How long a stop may wait for messages in DATA and deliveries in flight. */
+#define STOP_GRACE_MS 15000
+
+static void
+on_drain(void *arg)
+{
+	struct daemon *d = arg;
+	size_t sessions = smtp_server_session_count(d->smtp);
+	size_t deliveries = deliver_inflight(d->deliver);
+
+	if ((sessions == 0 && deliveries == 0) || mb_mono_ms() > d->stop_deadline_ms) {
+		if (sessions || deliveries)
+			mb_warn(
+			    "daemon: stop: %zu sessions and %zu deliveries still open after %d s; "
+			    "deliveries go back to the queue",
+			    sessions, deliveries, STOP_GRACE_MS / 1000);
+		ev_loop_stop(d->loop);
+		return;
+	}
+	ev_timer_start(d->drain, 100);
+}
+
+/* SIGTERM: no new sessions; open ones finish their message or get 421; deliveries in flight
+ * complete, or go back to the queue, within STOP_GRACE_MS. A second signal stops at once. */
 static void
 on_stop(void *arg)
 {
 	struct daemon *d = arg;
 
-	mb_info("daemon: stopping");
-	ev_loop_stop(d->loop);
+	if (d->stopping) {
+		mb_info("daemon: stopping now");
+		ev_loop_stop(d->loop);
+		return;
+	}
+	d->stopping = true;
+	mb_info("daemon: stopping: finishing open messages and deliveries (at most %d s)",
+	        STOP_GRACE_MS / 1000);
+	sd_notify(0, "STOPPING=1");
+	d->stop_deadline_ms = mb_mono_ms() + STOP_GRACE_MS;
+	smtp_server_drain(d->smtp);
+	deliver_stop(d->deliver);
+	on_drain(d);
+}
+
+static void
+on_watchdog(void *arg)
+{
+	struct daemon *d = arg;
+
+	sd_notify(0, "WATCHDOG=1");
+	ev_timer_start(d->watchdog, (int64_t)(d->watchdog_us / 2000));
 }
 
 static void
@@ -132,6 +182,13 @@ daemon_run(struct config *cfg)
 	d.sigterm = ev_signal_new(d.loop, SIGTERM, on_stop, &d);
 	d.sigint = ev_signal_new(d.loop, SIGINT, on_stop, &d);
 	d.sighup = ev_signal_new(d.loop, SIGHUP, on_hup, &d);
+	d.drain = ev_timer_new(d.loop, on_drain, &d);
+	if (sd_watchdog_enabled(0, &d.watchdog_us) > 0 && d.watchdog_us > 0) {
+		d.watchdog = ev_timer_new(d.loop, on_watchdog, &d);
+		on_watchdog(&d);
+	}
+	sd_notifyf(0, "READY=1\nSTATUS=queue open on %s",
+	           cfg->server.smtp_listen.n ? cfg->server.smtp_listen.v[0] : "(no SMTP listener)");
 	mb_info("daemon: ready: mailbridge %s data_dir=%s", MB_VERSION, cfg->server.data_dir);
 	if (ev_loop_run(d.loop) < 0)
 		rc = EX_SOFTWARE;
@@ -150,6 +207,8 @@ out:
 	ev_signal_free(d.sigterm);
 	ev_signal_free(d.sigint);
 	ev_signal_free(d.sighup);
+	ev_timer_free(d.drain);
+	ev_timer_free(d.watchdog);
 	ev_loop_free(d.loop);
 	config_free(cfg);
 	mb_info("daemon: stopped");

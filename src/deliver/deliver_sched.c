@@ -425,14 +425,45 @@ out:
 static void
 release(struct deliver *d, struct store_msg *m, int64_t at_ms, const char *why, const char *conn)
 {
-	struct store_result *r = store_result_new(m->id);
+	struct store_result *r;
 
-	r->state = m->attempts == 0 && strstr(why, "no connection") ? STORE_QUEUED : STORE_DEFERRED;
+	if (d->d.writer == NULL) {
+		store_msg_free(m);
+		return;
+	}
+	r = store_result_new(m->id);
+	r->state = (m->attempts == 0 && strstr(why, "no connection")) || strstr(why, "released")
+	               ? STORE_QUEUED
+	               : STORE_DEFERRED;
 	r->next_attempt_ms = at_ms;
 	r->last_error = mb_strdup(why);
 	r->connection = conn ? mb_strdup(conn) : NULL;
 	store_writer_result(d->d.writer, r, noted, NULL);
 	store_msg_free(m);
+}
+
+/* Shutting down mid-attempt: the message goes back to the queue, due now (it may have
+ * reached Microsoft already: delivery is at-least-once). */
+static void
+abandon(struct attempt *a)
+{
+	a->c->inflight--;
+	a->d->inflight--;
+	if (a->done) {
+		struct deliver_outcome o = {DELIVER_TEMPFAIL,
+		                            DELIVER_SCOPE_MESSAGE,
+		                            false,
+		                            -1,
+		                            "mailbridge stopped during the attempt",
+		                            "try again",
+		                            ""};
+		a->done(a->done_arg, &o, mb_mono_ms() - a->started_ms, NULL);
+		store_msg_free(a->m);
+	} else {
+		release(a->d, a->m, mb_now_ms(), "released at shutdown", NULL);
+	}
+	mb_buf_wipe(&a->payload);
+	free(a);
 }
 
 /* ---- transports ---- */
@@ -460,11 +491,7 @@ on_graph(void *arg, const struct http_response *resp)
 	char code[128] = "", message[256] = "";
 
 	if (resp->result == HTTP_CANCELLED) {
-		store_msg_free(a->m); /* shutting down: the lease comes back at the next start */
-		a->c->inflight--;
-		a->d->inflight--;
-		mb_buf_wipe(&a->payload);
-		free(a);
+		abandon(a);
 		return;
 	}
 	if (resp->result == HTTP_OK && resp->status >= 300)
@@ -489,11 +516,7 @@ on_smtp(void *arg, const struct http_smtp_response *resp)
 	char upstream[300];
 
 	if (resp->result == HTTP_CANCELLED) {
-		store_msg_free(a->m);
-		a->c->inflight--;
-		a->d->inflight--;
-		mb_buf_wipe(&a->payload);
-		free(a);
+		abandon(a);
 		return;
 	}
 	deliver_classify_smtp(resp->code, *resp->enhanced ? resp->enhanced : NULL, resp->text,
@@ -850,11 +873,21 @@ deliver_send_now(struct deliver *d, const char *conn, struct store_msg *m, deliv
 void
 deliver_stop(struct deliver *d)
 {
-	if (d == NULL)
+	if (d == NULL || d->stopping)
 		return;
 	d->stopping = true;
 	if (d->tick)
 		ev_timer_stop(d->tick);
+	/* what waits in the connection queues goes back to the store's queue now */
+	for (size_t i = 0; i < d->nconns; i++) {
+		struct pending *p, *next;
+		for (p = d->conns[i]->head; p; p = next) {
+			next = p->next;
+			release(d, p->m, mb_now_ms(), "released at shutdown", NULL);
+			free(p);
+		}
+		d->conns[i]->head = d->conns[i]->tail = NULL;
+	}
 }
 
 void

@@ -33,6 +33,11 @@ struct smtp_server;
 /* Binds every smtp_listen address. The config must stay valid while the server lives. */
 struct smtp_server *smtp_server_new(struct ev_loop *loop, const struct config *cfg,
                                     struct store_writer *writer, struct mb_err *err);
+/* Shutting down gently: stops listening; idle sessions and those between transactions get
+ * 421 and are closed; a session in DATA or waiting for its commit finishes that message
+ * first (its 250 goes out), then gets 421. */
+void smtp_server_drain(struct smtp_server *srv);
+
 /* Stops listening and drops every session. Commits still in flight finish in the store;
  * their callbacks then find no session. Call before store_writer_free(). */
 void smtp_server_close(struct smtp_server *srv);

@@ -24,6 +24,7 @@ struct smtp_server {
 	struct smtp_session **buckets;
 	size_t nbuckets;
 	struct smtp_auth_cache *auth_cache;
+	bool draining;
 	ev_cb on_queued;
 	void *on_queued_arg;
 };
@@ -36,6 +37,8 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
 uint64_t smtp_session_id(const struct smtp_session *s);
 struct smtp_session **smtp_session_next_ptr(struct smtp_session *s);
 void smtp_session_free_all(struct smtp_server *srv);
+/* Drain: sessions not in the middle of a message get 421 now. */
+void smtp_session_drain_all(struct smtp_server *srv);
 
 /* Checks a user's password against the config; caches a keyed digest after a success so
  * later logins cost one HMAC, not one scrypt. */

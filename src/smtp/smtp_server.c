@@ -61,6 +61,16 @@ fail:
 }
 
 void
+smtp_server_drain(struct smtp_server *srv)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		ev_listener_free(srv->listeners[i]);
+	srv->nlisteners = 0;
+	srv->draining = true;
+	smtp_session_drain_all(srv);
+}
+
+void
 smtp_server_close(struct smtp_server *srv)
 {
 	if (srv == NULL)

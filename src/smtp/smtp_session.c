@@ -694,10 +694,36 @@ read_data(struct smtp_session *s)
 		data_done(s, s->data_id);
 }
 
+static bool
+busy_with_message(const struct smtp_session *s)
+{
+	return s->state == S_DATA || s->state == S_COMMITTING || s->state == S_CLOSING;
+}
+
+static void
+say_goodbye(struct smtp_session *s)
+{
+	reply(s, "421 4.3.2 %s Service shutting down, try again later", s->srv->hostname);
+	session_close(s);
+}
+
+void
+smtp_session_drain_all(struct smtp_server *srv)
+{
+	for (size_t b = 0; b < srv->nbuckets; b++)
+		for (struct smtp_session *s = srv->buckets[b]; s; s = s->next)
+			if (!busy_with_message(s))
+				say_goodbye(s);
+}
+
 static void
 process(struct smtp_session *s)
 {
 	while (s->state != S_CLOSING && s->state != S_COMMITTING) {
+		if (s->srv->draining && !busy_with_message(s)) {
+			say_goodbye(s);
+			return;
+		}
 		if (ev_stream_output_len(s->stream) > OUTPUT_HIGH_WATER) {
 			/* the client does not read its replies: wait until it does */
 			s->waiting_output = true;
