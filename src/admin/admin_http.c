@@ -1,6 +1,11 @@
 /* Routing for the HTTP listener. */
 #include "admin_internal.h"
 
+#include "deliver/deliver.h"
+#include "oauth/oauth.h"
+#include "smtp/smtp.h"
+#include "store/store.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,9 +44,50 @@ healthz(struct admin *a, struct ev_http_req *req)
 	reply_text(req, 200, "ok\n");
 }
 
+/* Ready: the store takes writes and at least one connection is usable. */
+static void
+readyz(struct admin *a, struct ev_http_req *req)
+{
+	struct mb_buf b = {0};
+	int code = 200;
+
+	if (!store_is_writable(a->d.st)) {
+		code = 503;
+		mb_buf_puts(&b, "store: not writable\n");
+	} else {
+		mb_buf_puts(&b, "store: ok\n");
+	}
+	if (store_conn_usable_count(a->d.st) == 0) {
+		code = 503;
+		mb_buf_puts(&b, "connections: none usable (see mailbridge auth status)\n");
+	} else {
+		mb_buf_puts(&b, "connections: ok\n");
+	}
+	ev_http_reply(req, code, "text/plain; charset=utf-8", b.data, b.len);
+	mb_buf_release(&b);
+}
+
+static void
+metrics(struct admin *a, struct ev_http_req *req)
+{
+	struct mb_buf b = {0};
+
+	store_metrics(a->d.st, &b, NULL);
+	if (a->d.smtp)
+		smtp_server_metrics(a->d.smtp, &b);
+	if (a->d.deliver)
+		deliver_metrics(a->d.deliver, &b);
+	if (a->d.tm)
+		oauth_tm_metrics(a->d.tm, &b);
+	ev_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+	mb_buf_release(&b);
+}
+
 static const struct route routes[] = {
     {"GET", "/healthz", healthz},
     {"HEAD", "/healthz", healthz},
+    {"GET", "/readyz", readyz},
+    {"GET", "/metrics", metrics},
     {"GET", "/oauth/callback", admin_oauth_callback},
 };
 
@@ -149,6 +195,12 @@ admin_new(struct ev_loop *loop, const struct admin_deps *deps, struct mb_err *er
 fail:
 	admin_free(a);
 	return NULL;
+}
+
+void
+admin_set_config(struct admin *a, const struct config *cfg)
+{
+	a->d.cfg = cfg;
 }
 
 void

@@ -19,5 +19,6 @@ int cli_hash_password_main(int argc, char **argv);
 int cli_connection_main(int argc, char **argv);
 int cli_auth_main(int argc, char **argv);
 int cli_test_main(int argc, char **argv);
+int cli_backup_main(int argc, char **argv);
 
 #endif

@@ -110,43 +110,52 @@ cli_opts_free(struct cli_opts *o)
 }
 
 struct config *
-cli_config_load(const struct cli_opts *o)
+cli_config_load_err(const struct cli_opts *o, struct mb_err *err)
 {
 	const char *path = config_default_path(o->config);
-	struct mb_err err = {0};
 	struct config *c;
 
 	if (!o->config_given && getenv("MAILBRIDGE_CONFIG") == NULL && access(path, F_OK) != 0)
 		c = config_new_defaults();
 	else
-		c = config_load(path, &err);
-	if (c == NULL) {
-		fprintf(stderr, "mailbridge: %s\n", err.msg);
+		c = config_load(path, err);
+	if (c == NULL)
 		return NULL;
-	}
 	for (int i = 0; i < o->nsets; i++) {
 		const char *eq = strchr(o->sets[i], '=');
 		char *key;
 		int rc;
 
 		if (eq == NULL) {
-			fprintf(stderr, "mailbridge: --set %s: expected KEY=VALUE\n", o->sets[i]);
+			mb_err_set(err, MB_EINVAL, "--set %s: expected KEY=VALUE", o->sets[i]);
 			config_free(c);
 			return NULL;
 		}
 		key = mb_strndup(o->sets[i], (size_t)(eq - o->sets[i]));
-		rc = config_set(c, key, eq + 1, &err);
+		rc = config_set(c, key, eq + 1, err);
 		free(key);
 		if (rc < 0) {
-			fprintf(stderr, "mailbridge: --set %s: %s\n", o->sets[i], err.msg);
+			char why[sizeof(err->msg)];
+			snprintf(why, sizeof(why), "%s", err->msg);
+			mb_err_set(err, MB_EINVAL, "--set %s: %.400s", o->sets[i], why);
 			config_free(c);
 			return NULL;
 		}
 	}
-	if (config_validate(c, &err) < 0) {
-		fprintf(stderr, "mailbridge: %s\n", err.msg);
+	if (config_validate(c, err) < 0) {
 		config_free(c);
 		return NULL;
 	}
+	return c;
+}
+
+struct config *
+cli_config_load(const struct cli_opts *o)
+{
+	struct mb_err err = {0};
+	struct config *c = cli_config_load_err(o, &err);
+
+	if (c == NULL)
+		fprintf(stderr, "mailbridge: %s\n", err.msg);
 	return c;
 }

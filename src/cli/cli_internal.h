@@ -31,5 +31,7 @@ void cli_opts_free(struct cli_opts *o);
 /* Loads the config named by -c (must exist), or the default path (defaults if missing),
  * applies --set and validates. Prints the error itself. */
 struct config *cli_config_load(const struct cli_opts *o);
+/* The same, with the reason in err instead of on stderr (for a reload). */
+struct config *cli_config_load_err(const struct cli_opts *o, struct mb_err *err);
 
 #endif

@@ -10,13 +10,21 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "store/store.h"
 #include "util/util.h"
+
+static struct config *
+reload(void *arg, struct mb_err *err)
+{
+	return cli_config_load_err(arg, err);
+}
 
 int
 cli_serve_main(int argc, char **argv)
 {
 	struct cli_opts o;
 	struct config *c;
+	int rc;
 
 	if (cli_opts_parse(argc, argv, "set", &o) < 0)
 		return EX_USAGE;
@@ -26,13 +34,16 @@ cli_serve_main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	c = cli_config_load(&o);
-	cli_opts_free(&o);
-	if (c == NULL)
+	if (c == NULL) {
+		cli_opts_free(&o);
 		return EX_CONFIG;
+	}
 	if (c->path == NULL)
 		mb_info("config: no file at %s: using built-in defaults",
 		        config_default_path(NULL));
-	return daemon_run(c);
+	rc = daemon_run(c, reload, &o);
+	cli_opts_free(&o);
+	return rc;
 }
 
 int
@@ -128,4 +139,42 @@ cli_hash_password_main(int argc, char **argv)
 	printf("%s\n", hash);
 	free(hash);
 	return EX_OK;
+}
+
+int
+cli_backup_main(int argc, char **argv)
+{
+	struct cli_opts o;
+	struct config *c;
+	struct mb_err err = {0};
+	int rc = EX_OK;
+
+	if (cli_opts_parse(argc, argv, "set", &o) < 0)
+		return EX_USAGE;
+	if (o.nargs != 1) {
+		fprintf(stderr, "usage: mailbridge backup FILE [-c FILE]\n");
+		cli_opts_free(&o);
+		return EX_USAGE;
+	}
+	c = cli_config_load(&o);
+	if (c == NULL) {
+		cli_opts_free(&o);
+		return EX_CONFIG;
+	}
+	if (access(o.args[0], F_OK) == 0) {
+		fprintf(stderr, "mailbridge: %s exists; give a new file name\n", o.args[0]);
+		rc = EX_CANTCREAT;
+	} else if (store_backup(c->server.data_dir, o.args[0], &err) < 0) {
+		fprintf(stderr, "mailbridge: %s\n", err.msg);
+		unlink(o.args[0]);
+		rc = EX_IOERR;
+	} else {
+		printf("backed up %s/%s to %s\n", c->server.data_dir, STORE_DB_NAME, o.args[0]);
+		printf("keep the key file (%s) with it: stored secrets and tokens need it\n",
+		       c->server.key_file && *c->server.key_file ? c->server.key_file
+		                                                 : "data_dir/secret.key");
+	}
+	config_free(c);
+	cli_opts_free(&o);
+	return rc;
 }

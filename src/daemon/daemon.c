@@ -29,9 +29,13 @@ struct daemon {
 	struct ev_signal *sigterm, *sigint, *sighup;
 	struct ev_timer *drain;    /* while stopping: waits for sessions and deliveries */
 	struct ev_timer *watchdog; /* systemd's WatchdogSec, when set */
+	struct ev_timer *retention;
+	int64_t pruned;
 	uint64_t watchdog_us;
 	int64_t stop_deadline_ms;
 	bool stopping;
+	daemon_reload_cb reload;
+	void *reload_arg;
 };
 
 /* How long a stop may wait for messages in DATA and deliveries in flight. */
@@ -78,6 +82,45 @@ on_stop(void *arg)
 	on_drain(d);
 }
 
+#define RETENTION_BATCH 500
+
+static void on_retention(void *arg);
+
+static void
+pruned(void *arg, int status, int64_t n)
+{
+	struct daemon *d = arg;
+
+	if (status < 0) {
+		mb_warn("daemon: retention: a batch failed; trying again in an hour");
+		ev_timer_start(d->retention, 3600 * 1000);
+		return;
+	}
+	d->pruned += n;
+	if (n >= RETENTION_BATCH) {
+		/* more to go: small batches, so intake commits go in between */
+		ev_timer_start(d->retention, 200);
+		return;
+	}
+	if (d->pruned)
+		mb_info("daemon: retention: %lld messages older than %lld days removed",
+		        (long long)d->pruned, (long long)d->cfg->server.log_retention_days);
+	d->pruned = 0;
+	ev_timer_start(d->retention, 3600 * 1000);
+}
+
+/* Delivered and failed messages (body and log entry) go after log_retention_days. */
+static void
+on_retention(void *arg)
+{
+	struct daemon *d = arg;
+	int64_t cutoff = mb_now_ms() - d->cfg->server.log_retention_days * 86400 * 1000;
+
+	if (d->stopping)
+		return;
+	store_writer_prune(d->writer, cutoff, RETENTION_BATCH, pruned, d);
+}
+
 static void
 on_watchdog(void *arg)
 {
@@ -95,12 +138,66 @@ on_queued(void *arg)
 	deliver_kick(d->deliver);
 }
 
+static enum mb_log_level log_level(const char *s);
+
+static bool
+lists_differ(const struct config_list *a, const struct config_list *b)
+{
+	if (a->n != b->n)
+		return true;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return true;
+	return false;
+}
+
+static bool
+str_differ(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+/* SIGHUP: read the config again. A bad one is refused, with its reason, and the old one
+ * stays in force; a good one applies without dropping sessions or deliveries. */
 static void
 on_hup(void *arg)
 {
-	/* a reload that keeps sessions open is not written yet; never die on SIGHUP */
-	mb_warn("daemon: SIGHUP: reloading the config is not supported yet; restart to apply "
-	        "a new one");
+	struct daemon *d = arg;
+	struct mb_err err = {0};
+	struct config *old = d->cfg, *c;
+
+	if (d->stopping || d->reload == NULL)
+		return;
+	sd_notify(0, "RELOADING=1");
+	c = d->reload(d->reload_arg, &err);
+	if (c == NULL) {
+		mb_warn("daemon: reload refused, the running config stays: %s", err.msg);
+		sd_notify(0, "READY=1\nSTATUS=reload refused: see the log");
+		return;
+	}
+	if (smtp_server_set_config(d->smtp, c, &err) < 0 ||
+	    deliver_set_config(d->deliver, c, &err) < 0 || oauth_conns_sync(c, d->st, &err) < 0) {
+		mb_warn("daemon: reload refused, the running config stays: %s", err.msg);
+		smtp_server_set_config(d->smtp, old, NULL);
+		deliver_set_config(d->deliver, old, NULL);
+		config_free(c);
+		sd_notify(0, "READY=1");
+		return;
+	}
+	if (lists_differ(&old->server.smtp_listen, &c->server.smtp_listen) ||
+	    lists_differ(&old->server.http_listen, &c->server.http_listen) ||
+	    str_differ(old->server.data_dir, c->server.data_dir) ||
+	    str_differ(old->server.key_file, c->server.key_file))
+		mb_warn("daemon: reload: smtp_listen, http_listen, data_dir and key_file changes "
+		        "take effect at the next restart");
+	admin_set_config(d->admin, c);
+	oauth_tm_set_config(d->tm, c);
+	mb_log_setup(log_level(c->server.log_level),
+	             strcmp(c->server.log_format, "json") == 0 ? MB_LOG_JSON : MB_LOG_TEXT);
+	d->cfg = c;
+	config_free(old);
+	mb_info("daemon: reloaded %s", c->path ? c->path : "(built-in defaults)");
+	sd_notify(0, "READY=1");
 }
 
 static enum mb_log_level
@@ -114,9 +211,9 @@ log_level(const char *s)
 }
 
 int
-daemon_run(struct config *cfg)
+daemon_run(struct config *cfg, daemon_reload_cb reload, void *reload_arg)
 {
-	struct daemon d = {.cfg = cfg};
+	struct daemon d = {.cfg = cfg, .reload = reload, .reload_arg = reload_arg};
 	struct mb_err err = {0};
 	int rc = EX_OK;
 
@@ -171,7 +268,7 @@ daemon_run(struct config *cfg)
 		smtp_server_on_queued(d.smtp, on_queued, &d);
 	}
 	{
-		struct admin_deps deps = {cfg, d.st, &d.key, d.http, d.tm};
+		struct admin_deps deps = {cfg, d.st, &d.key, d.http, d.tm, d.smtp, d.deliver};
 		d.admin = admin_new(d.loop, &deps, &err);
 	}
 	if (d.admin == NULL) {
@@ -183,6 +280,8 @@ daemon_run(struct config *cfg)
 	d.sigint = ev_signal_new(d.loop, SIGINT, on_stop, &d);
 	d.sighup = ev_signal_new(d.loop, SIGHUP, on_hup, &d);
 	d.drain = ev_timer_new(d.loop, on_drain, &d);
+	d.retention = ev_timer_new(d.loop, on_retention, &d);
+	ev_timer_start(d.retention, 60 * 1000);
 	if (sd_watchdog_enabled(0, &d.watchdog_us) > 0 && d.watchdog_us > 0) {
 		d.watchdog = ev_timer_new(d.loop, on_watchdog, &d);
 		on_watchdog(&d);
@@ -208,9 +307,10 @@ out:
 	ev_signal_free(d.sigint);
 	ev_signal_free(d.sighup);
 	ev_timer_free(d.drain);
+	ev_timer_free(d.retention);
 	ev_timer_free(d.watchdog);
 	ev_loop_free(d.loop);
-	config_free(cfg);
+	config_free(d.cfg);
 	mb_info("daemon: stopped");
 	return rc;
 }

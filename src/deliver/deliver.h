@@ -81,12 +81,17 @@ struct deliver;
 struct deliver *deliver_new(const struct deliver_deps *deps, struct mb_err *err);
 /* New mail was queued: look for due messages now rather than at the next tick. */
 void deliver_kick(struct deliver *d);
+/* A reloaded config: connections and the retry schedule are read again. On error (a bad
+ * retry_schedule) nothing changes. */
+int deliver_set_config(struct deliver *d, const struct config *cfg, struct mb_err *err);
 /* Stops claiming and starting deliveries; call before freeing the http client. */
 void deliver_stop(struct deliver *d);
 /* Stops claiming. Deliveries in flight are abandoned; their leases are given back at the
  * next start (at-least-once). Free the http client first: that ends them. */
 void deliver_free(struct deliver *d);
 size_t deliver_inflight(const struct deliver *d);
+/* Prometheus text: deliveries by result and connection, latency histograms per transport. */
+void deliver_metrics(const struct deliver *d, struct mb_buf *out);
 
 /* One delivery attempt right now through the named connection, outside the queue and
  * without fallback: the Email Test. The callback runs once with the outcome and the time

@@ -39,8 +39,14 @@ struct sent_mark {
 	int64_t n;
 };
 
+#define NBUCKETS 10
+static const double buckets[NBUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120};
+
 struct conn_rt {
 	char *name;
+	uint64_t results[3];            /* by enum deliver_result */
+	uint64_t hist[2][NBUCKETS + 1]; /* [smtp][bucket], the last is +Inf */
+	double hist_sum[2];
 	struct oauth_conn *oc; /* NULL when it could not be loaded: why is in load_error */
 	char load_error[512];
 	struct deliver_addrs senders;
@@ -358,6 +364,14 @@ finish(struct attempt *a, const struct deliver_outcome *o, const char *upstream)
 
 	c->inflight--;
 	d->inflight--;
+	c->results[o->result]++;
+	{
+		size_t b = 0;
+		while (b < NBUCKETS && (double)ms / 1000.0 > buckets[b])
+			b++;
+		c->hist[a->smtp][b]++;
+		c->hist_sum[a->smtp] += (double)ms / 1000.0;
+	}
 	if (a->done) {
 		a->done(a->done_arg, o, ms, upstream);
 		goto out;
@@ -816,26 +830,52 @@ deliver_kick(struct deliver *d)
 
 /* ---- life cycle ---- */
 
+static int
+parse_schedule(const struct config *cfg, int64_t *out, size_t *n, struct mb_err *err)
+{
+	const struct config_list *rs = &cfg->server.retry_schedule;
+
+	*n = 0;
+	for (size_t i = 0; i < rs->n && i < 32; i++) {
+		if (mb_parse_duration(rs->v[i], &out[i]) < 0 || out[i] < 1) {
+			mb_err_set(err, MB_EINVAL,
+			           "retry_schedule: '%s' is not a duration (e.g. 30s, 5m, 1h)",
+			           rs->v[i]);
+			return -1;
+		}
+		(*n)++;
+	}
+	if (*n == 0)
+		out[(*n)++] = 300;
+	return 0;
+}
+
+int
+deliver_set_config(struct deliver *d, const struct config *cfg, struct mb_err *err)
+{
+	int64_t schedule[32];
+	size_t n;
+
+	if (parse_schedule(cfg, schedule, &n, err) < 0)
+		return -1;
+	memcpy(d->schedule, schedule, sizeof(schedule));
+	d->nschedule = n;
+	d->d.cfg = cfg;
+	conns_reload(d);
+	return 0;
+}
+
 struct deliver *
 deliver_new(const struct deliver_deps *deps, struct mb_err *err)
 {
 	struct deliver *d = mb_calloc(1, sizeof(*d));
-	const struct config_list *rs = &deps->cfg->server.retry_schedule;
 	char host[100];
 
 	d->d = *deps;
-	for (size_t i = 0; i < rs->n && i < 32; i++) {
-		if (mb_parse_duration(rs->v[i], &d->schedule[i]) < 0 || d->schedule[i] < 1) {
-			mb_err_set(err, MB_EINVAL,
-			           "retry_schedule: '%s' is not a duration (e.g. 30s, 5m, 1h)",
-			           rs->v[i]);
-			free(d);
-			return NULL;
-		}
-		d->nschedule++;
+	if (parse_schedule(deps->cfg, d->schedule, &d->nschedule, err) < 0) {
+		free(d);
+		return NULL;
 	}
-	if (d->nschedule == 0)
-		d->schedule[d->nschedule++] = 300;
 	if (gethostname(host, sizeof(host) - 1) < 0)
 		snprintf(host, sizeof(host), "localhost");
 	host[sizeof(host) - 1] = '\0';
@@ -908,4 +948,57 @@ deliver_free(struct deliver *d)
 	free(d->conns);
 	free(d->default_conn);
 	free(d);
+}
+
+void
+deliver_metrics(const struct deliver *d, struct mb_buf *out)
+{
+	static const char *const transports[2] = {"graph", "smtp"};
+
+	mb_buf_puts(out, "# HELP mailbridge_deliveries_total Delivery attempts by result.\n"
+	                 "# TYPE mailbridge_deliveries_total counter\n");
+	for (size_t i = 0; i < d->nconns; i++)
+		for (int r = 0; r < 3; r++)
+			mb_buf_printf(
+			    out,
+			    "mailbridge_deliveries_total{connection=\"%s\",result=\"%s\"} "
+			    "%llu\n",
+			    d->conns[i]->name, deliver_result_name((enum deliver_result)r),
+			    (unsigned long long)d->conns[i]->results[r]);
+	mb_buf_puts(out, "# HELP mailbridge_deliveries_in_flight Delivery attempts in flight.\n"
+	                 "# TYPE mailbridge_deliveries_in_flight gauge\n");
+	for (size_t i = 0; i < d->nconns; i++)
+		mb_buf_printf(out, "mailbridge_deliveries_in_flight{connection=\"%s\"} %d\n",
+		              d->conns[i]->name, d->conns[i]->inflight);
+	mb_buf_puts(out, "# HELP mailbridge_delivery_seconds Time from the start of an attempt to "
+	                 "its answer.\n# TYPE mailbridge_delivery_seconds histogram\n");
+	for (int t = 0; t < 2; t++) {
+		for (size_t i = 0; i < d->nconns; i++) {
+			const struct conn_rt *c = d->conns[i];
+			uint64_t cum = 0;
+			for (size_t b = 0; b <= NBUCKETS; b++) {
+				cum += c->hist[t][b];
+				if (b < NBUCKETS)
+					mb_buf_printf(
+					    out,
+					    "mailbridge_delivery_seconds_bucket{transport=\"%s\","
+					    "connection=\"%s\",le=\"%g\"} %llu\n",
+					    transports[t], c->name, buckets[b],
+					    (unsigned long long)cum);
+				else
+					mb_buf_printf(
+					    out,
+					    "mailbridge_delivery_seconds_bucket{transport=\"%s\","
+					    "connection=\"%s\",le=\"+Inf\"} %llu\n",
+					    transports[t], c->name, (unsigned long long)cum);
+			}
+			mb_buf_printf(
+			    out,
+			    "mailbridge_delivery_seconds_sum{transport=\"%s\",connection=\"%s\"} "
+			    "%.3f\nmailbridge_delivery_seconds_count{transport=\"%s\","
+			    "connection=\"%s\"} %llu\n",
+			    transports[t], c->name, c->hist_sum[t], transports[t], c->name,
+			    (unsigned long long)cum);
+		}
+	}
 }

@@ -244,6 +244,8 @@ typedef void (*oauth_token_cb)(void *arg, int status, const char *token,
 
 struct oauth_tm *oauth_tm_new(struct ev_loop *loop, struct http_client *http,
                               const struct config *cfg, struct store *st, const struct mb_key *key);
+/* A reloaded config: later requests read connections from it. */
+void oauth_tm_set_config(struct oauth_tm *tm, const struct config *cfg);
 /* Free the http client first: its cancelled requests answer every waiter. */
 void oauth_tm_free(struct oauth_tm *tm);
 /* A valid access token for (connection, resource). Concurrent callers share one request.
@@ -252,5 +254,7 @@ void oauth_tm_get(struct oauth_tm *tm, const char *conn, enum oauth_resource r, 
                   oauth_token_cb cb, void *arg);
 /* Token requests sent so far (for tests and metrics). */
 uint64_t oauth_tm_requests(const struct oauth_tm *tm);
+/* Prometheus text: token requests and failures. */
+void oauth_tm_metrics(const struct oauth_tm *tm, struct mb_buf *out);
 
 #endif

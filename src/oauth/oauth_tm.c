@@ -60,6 +60,7 @@ struct oauth_tm {
 	struct entry *entries;
 	struct ev_timer *sweep;
 	uint64_t requests;
+	uint64_t failures;
 };
 
 static void entry_refresh(struct entry *e);
@@ -154,6 +155,7 @@ fail(struct entry *e, const struct oauth_explain *ex, const char *detail)
 	struct mb_err err;
 	char reason[700];
 
+	e->tm->failures++;
 	e->last = *ex;
 	snprintf(e->last_cause, sizeof(e->last_cause), "%s", detail ? detail : ex->cause);
 	e->last.cause = e->last_cause;
@@ -495,6 +497,12 @@ oauth_tm_new(struct ev_loop *loop, struct http_client *http, const struct config
 }
 
 void
+oauth_tm_set_config(struct oauth_tm *tm, const struct config *cfg)
+{
+	tm->cfg = cfg;
+}
+
+void
 oauth_tm_free(struct oauth_tm *tm)
 {
 	struct entry *e, *next;
@@ -511,4 +519,17 @@ oauth_tm_free(struct oauth_tm *tm)
 	}
 	ev_timer_free(tm->sweep);
 	free(tm);
+}
+
+void
+oauth_tm_metrics(const struct oauth_tm *tm, struct mb_buf *out)
+{
+	mb_buf_printf(out,
+	              "# HELP mailbridge_token_requests_total Requests to the token endpoint.\n"
+	              "# TYPE mailbridge_token_requests_total counter\n"
+	              "mailbridge_token_requests_total %llu\n"
+	              "# HELP mailbridge_token_failures_total Token requests that failed.\n"
+	              "# TYPE mailbridge_token_failures_total counter\n"
+	              "mailbridge_token_failures_total %llu\n",
+	              (unsigned long long)tm->requests, (unsigned long long)tm->failures);
 }

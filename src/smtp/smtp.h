@@ -44,8 +44,14 @@ void smtp_server_close(struct smtp_server *srv);
 /* Frees what is left; call after store_writer_free(). */
 void smtp_server_free(struct smtp_server *srv);
 size_t smtp_server_session_count(const struct smtp_server *srv);
+/* Prometheus text: sessions, messages accepted and refused. */
+void smtp_server_metrics(const struct smtp_server *srv, struct mb_buf *out);
 /* Called after each message is durably queued (the daemon kicks delivery with it). */
 void smtp_server_on_queued(struct smtp_server *srv, ev_cb cb, void *arg);
+/* A reloaded config: limits, users, the allow-list, the host name and the TLS certificate
+ * apply to new commands and sessions; open sessions stay open. The listeners stay (a
+ * changed smtp_listen needs a restart; the caller says so). On error nothing changes. */
+int smtp_server_set_config(struct smtp_server *srv, const struct config *cfg, struct mb_err *err);
 
 /* ---- commands ---- */
 

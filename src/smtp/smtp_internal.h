@@ -25,6 +25,8 @@ struct smtp_server {
 	size_t nbuckets;
 	struct smtp_auth_cache *auth_cache;
 	bool draining;
+	uint64_t accepted;
+	uint64_t refused;
 	ev_cb on_queued;
 	void *on_queued_arg;
 };

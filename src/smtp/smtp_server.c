@@ -95,6 +95,44 @@ smtp_server_free(struct smtp_server *srv)
 	free(srv);
 }
 
+int
+smtp_server_set_config(struct smtp_server *srv, const struct config *cfg, struct mb_err *err)
+{
+	const struct config_server *cs = &cfg->server;
+	struct mb_cidr *allow = mb_calloc(cs->smtp_allow.n, sizeof(*allow));
+	struct ev_tls *tls = NULL;
+	size_t nallow = 0;
+
+	for (size_t i = 0; i < cs->smtp_allow.n; i++) {
+		if (mb_cidr_parse(cs->smtp_allow.v[i], &allow[nallow]) < 0) {
+			mb_err_set(err, MB_EINVAL, "smtp_allow: '%s' is not a network",
+			           cs->smtp_allow.v[i]);
+			free(allow);
+			return -1;
+		}
+		nallow++;
+	}
+	if (cs->tls_cert && cs->tls_key) {
+		tls = ev_tls_server_new(cs->tls_cert, cs->tls_key, err);
+		if (tls == NULL) {
+			free(allow);
+			return -1;
+		}
+	}
+	free(srv->allow);
+	srv->allow = allow;
+	srv->nallow = nallow;
+	/* sessions already in TLS keep their own SSL objects; the old context is refcounted */
+	ev_tls_free(srv->tls);
+	srv->tls = tls;
+	srv->cfg = cfg;
+	if (cs->smtp_hostname && *cs->smtp_hostname)
+		snprintf(srv->hostname, sizeof(srv->hostname), "%s", cs->smtp_hostname);
+	smtp_auth_cache_free(srv->auth_cache);
+	srv->auth_cache = NULL;
+	return 0;
+}
+
 void
 smtp_server_on_queued(struct smtp_server *srv, ev_cb cb, void *arg)
 {
@@ -139,4 +177,18 @@ smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s)
 		*p = *smtp_session_next_ptr(s);
 		srv->nsessions--;
 	}
+}
+
+void
+smtp_server_metrics(const struct smtp_server *srv, struct mb_buf *out)
+{
+	mb_buf_printf(out,
+	              "# HELP mailbridge_smtp_sessions Open SMTP sessions.\n"
+	              "# TYPE mailbridge_smtp_sessions gauge\nmailbridge_smtp_sessions %zu\n"
+	              "# HELP mailbridge_smtp_messages_total Messages at the end of DATA, by "
+	              "outcome.\n# TYPE mailbridge_smtp_messages_total counter\n"
+	              "mailbridge_smtp_messages_total{outcome=\"queued\"} %llu\n"
+	              "mailbridge_smtp_messages_total{outcome=\"refused\"} %llu\n",
+	              srv->nsessions, (unsigned long long)srv->accepted,
+	              (unsigned long long)srv->refused);
 }

@@ -374,6 +374,8 @@ data_done(struct smtp_session *s, const char *id)
 
 	ev_stream_set_timeout(s->stream, cfg(s)->smtp_timeout * 1000);
 	s->state = S_RCPT; /* until decided below */
+	if (s->data.bare_lf_or_cr || s->data.too_big || s->data.line_too_long)
+		s->srv->refused++;
 	if (s->data.bare_lf_or_cr) {
 		mb_info("smtp: refused: bare LF/CR client=[%s]", s->peer_host);
 		txn_reset(s);
@@ -430,6 +432,10 @@ committed(void *arg, int status, const char *errmsg)
 	struct smtp_session *s = smtp_server_find(ref->srv, ref->session_id);
 	char id[MB_ID_LEN + 1];
 
+	if (status == 0)
+		ref->srv->accepted++;
+	else
+		ref->srv->refused++;
 	if (status == 0 && ref->srv->on_queued)
 		ref->srv->on_queued(ref->srv->on_queued_arg);
 	snprintf(id, sizeof(id), "%s", ref->id);

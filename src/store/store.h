@@ -256,6 +256,14 @@ void store_result_free(struct store_result *r);
 void store_writer_result(struct store_writer *w, struct store_result *r, store_commit_cb cb,
                          void *arg);
 
+/* Prometheus text: messages by state, queue depth and the oldest waiting message's age,
+ * and each connection's health. */
+int store_metrics(struct store *st, struct mb_buf *out, struct mb_err *err);
+/* Connections that can deliver now: signed in without a pending error, or plain SMTP. */
+int64_t store_conn_usable_count(struct store *st);
+/* Whether the store takes writes (for /readyz). */
+bool store_is_writable(struct store *st);
+
 /* Puts a deferred, failed or queued message back in the queue, due now. */
 int store_msg_requeue(struct store *st, const char *id, struct mb_err *err);
 /* Queues a copy of message id under a new id (written to new_id): to its original
@@ -272,6 +280,16 @@ int store_sent_recipients(struct store *st, const char *connection, int64_t sinc
 /* Gives back every lease this owner held (after a restart: those deliveries died with the
  * old process). */
 int store_leases_release(struct store *st, const char *owner, struct mb_err *err);
+
+/* Retention: deletes up to batch messages (with their bodies, recipients and attempts) that
+ * reached sent or failed before cutoff_ms, and events older than it. cb gets how many
+ * messages went (0..batch): batch means there may be more. */
+typedef void (*store_prune_cb)(void *arg, int status, int64_t deleted);
+void store_writer_prune(struct store_writer *w, int64_t cutoff_ms, int64_t batch, store_prune_cb cb,
+                        void *arg);
+
+/* A consistent copy of the live store into dest (SQLite's online backup API). */
+int store_backup(const char *data_dir, const char *dest, struct mb_err *err);
 
 /* Commits what is pending, runs its callbacks, stops the thread. */
 void store_writer_free(struct store_writer *w);

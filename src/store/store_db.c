@@ -256,3 +256,46 @@ store_schema_version(struct store *st)
 {
 	return user_version(st->db);
 }
+
+int
+store_backup(const char *data_dir, const char *dest, struct mb_err *err)
+{
+	sqlite3 *src = store_db_open(data_dir, false, err), *dst = NULL;
+	sqlite3_backup *b;
+	int rc;
+
+	if (src == NULL)
+		return -1;
+	if (sqlite3_open_v2(dest, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+	    SQLITE_OK) {
+		mb_err_set(err, MB_EIO, "backup: cannot create %s: %s", dest,
+		           dst ? sqlite3_errmsg(dst) : "out of memory");
+		sqlite3_close(dst);
+		sqlite3_close(src);
+		return -1;
+	}
+	b = sqlite3_backup_init(dst, "main", src, "main");
+	if (b == NULL) {
+		mb_err_set(err, MB_EIO, "backup: %s", sqlite3_errmsg(dst));
+		sqlite3_close(dst);
+		sqlite3_close(src);
+		return -1;
+	}
+	/* in steps, so the live daemon's writer is never held off for long */
+	do {
+		rc = sqlite3_backup_step(b, 256);
+		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+			sqlite3_sleep(20);
+	} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+	sqlite3_backup_finish(b);
+	if (rc != SQLITE_DONE) {
+		mb_err_set(err, MB_EIO, "backup: %s", sqlite3_errstr(rc));
+		sqlite3_close(dst);
+		sqlite3_close(src);
+		return -1;
+	}
+	rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+	sqlite3_close(dst);
+	sqlite3_close(src);
+	return rc == SQLITE_OK ? 0 : -1;
+}

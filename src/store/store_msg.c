@@ -483,3 +483,84 @@ fail:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
 }
+
+int
+store_metrics(struct store *s, struct mb_buf *out, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int64_t counts[STORE_STATE_COUNT] = {0}, oldest = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT state, count(*) FROM messages GROUP BY state", -1,
+	                       &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "metrics");
+		return -1;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		enum store_state state;
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		if (name && store_state_parse(name, &state) == 0)
+			counts[state] = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT min(received_at) FROM messages WHERE state IN ('queued',"
+	                       " 'deferred', 'sending')",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+			oldest = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	mb_buf_puts(out, "# HELP mailbridge_messages Messages in the store by state.\n"
+	                 "# TYPE mailbridge_messages gauge\n");
+	for (int i = 0; i < STORE_STATE_COUNT; i++)
+		mb_buf_printf(out, "mailbridge_messages{state=\"%s\"} %lld\n",
+		              store_state_name((enum store_state)i), (long long)counts[i]);
+	mb_buf_printf(
+	    out,
+	    "# HELP mailbridge_queue_depth Messages waiting for delivery.\n"
+	    "# TYPE mailbridge_queue_depth gauge\nmailbridge_queue_depth %lld\n"
+	    "# HELP mailbridge_queue_oldest_seconds Age of the oldest waiting message.\n"
+	    "# TYPE mailbridge_queue_oldest_seconds gauge\n"
+	    "mailbridge_queue_oldest_seconds %.3f\n",
+	    (long long)(counts[STORE_QUEUED] + counts[STORE_DEFERRED] + counts[STORE_SENDING]),
+	    oldest ? (double)(mb_now_ms() - oldest) / 1000.0 : 0.0);
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT name, provider = 'smtp' OR (state = 'authorized' AND"
+	                       " last_error IS NULL) FROM connections"
+	                       " ORDER BY name",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		mb_buf_puts(out, "# HELP mailbridge_connection_up 1 when a connection is "
+		                 "authorized and its last token request worked.\n"
+		                 "# TYPE mailbridge_connection_up gauge\n");
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *name = (const char *)sqlite3_column_text(st, 0);
+			mb_buf_printf(out, "mailbridge_connection_up{connection=\"%s\"} %d\n", name,
+			              sqlite3_column_int(st, 1));
+		}
+		sqlite3_finalize(st);
+	}
+	return 0;
+}
+
+bool
+store_is_writable(struct store *s)
+{
+	return sqlite3_exec(s->db, "BEGIN IMMEDIATE; COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+int64_t
+store_conn_usable_count(struct store *s)
+{
+	sqlite3_stmt *st;
+	int64_t n = 0;
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT count(*) FROM connections WHERE provider = 'smtp' OR"
+	                       " (state = 'authorized' AND last_error IS NULL)",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}

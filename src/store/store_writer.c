@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum wjob_kind { WJOB_INSERT, WJOB_CLAIM, WJOB_RESULT };
+enum wjob_kind { WJOB_INSERT, WJOB_CLAIM, WJOB_RESULT, WJOB_PRUNE };
 
 struct wjob {
 	enum wjob_kind kind;
@@ -27,8 +27,11 @@ struct wjob {
 	char owner[128];
 	struct store_msg **claimed;
 	size_t nclaimed;
+	int64_t cutoff_ms; /* PRUNE */
+	int64_t pruned;
 	store_commit_cb cb;
 	store_claim_cb claim_cb;
+	store_prune_cb prune_cb;
 	void *arg;
 	int status;
 	char errmsg[256];
@@ -167,6 +170,37 @@ claim_one(struct store_writer *w, struct wjob *j)
 }
 
 static int
+prune_one(struct store_writer *w, struct wjob *j)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(
+	        w->db,
+	        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state"
+	        " IN ('sent', 'failed') AND updated_at < ?1 LIMIT ?2)",
+	        -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(st, 1, j->cutoff_ms);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)j->claim_max);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return -1;
+	j->pruned = sqlite3_changes(w->db);
+	if (sqlite3_prepare_v2(w->db,
+	                       "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ?1"
+	                       " LIMIT ?2)",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(st, 1, j->cutoff_ms);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)j->claim_max);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
 result_one(struct store_writer *w, struct store_result *r)
 {
 	int64_t now = mb_now_ms();
@@ -213,6 +247,8 @@ commit_group(struct store_writer *w, struct wqueue *g)
 				status = insert_one(w, j->m);
 			else if (j->kind == WJOB_CLAIM)
 				status = claim_one(w, j);
+			else if (j->kind == WJOB_PRUNE)
+				status = prune_one(w, j);
 			else
 				status = result_one(w, j->r);
 		}
@@ -321,6 +357,8 @@ run_done(void *arg)
 		if (j->kind == WJOB_CLAIM) {
 			/* the callback adopts the messages and the array */
 			j->claim_cb(j->arg, j->claimed, j->nclaimed);
+		} else if (j->kind == WJOB_PRUNE) {
+			j->prune_cb(j->arg, j->status, j->status ? 0 : j->pruned);
 		} else {
 			j->cb(j->arg, j->status, j->status ? j->errmsg : NULL);
 		}
@@ -459,6 +497,20 @@ store_writer_result(struct store_writer *w, struct store_result *r, store_commit
 	j->kind = WJOB_RESULT;
 	j->r = r;
 	j->cb = cb;
+	j->arg = arg;
+	enqueue(w, j);
+}
+
+void
+store_writer_prune(struct store_writer *w, int64_t cutoff_ms, int64_t batch, store_prune_cb cb,
+                   void *arg)
+{
+	struct wjob *j = mb_calloc(1, sizeof(*j));
+
+	j->kind = WJOB_PRUNE;
+	j->cutoff_ms = cutoff_ms;
+	j->claim_max = (size_t)batch;
+	j->prune_cb = cb;
 	j->arg = arg;
 	enqueue(w, j);
 }
