@@ -211,12 +211,38 @@ cmd_helo(struct smtp_session *s, const char *arg, bool esmtp)
 	reply(s, "250 SMTPUTF8");
 }
 
+/* Parses MAIL/RCPT arguments, or answers the error (RFC 5321, 1870, 6531 codes). */
+static bool
+args_or_reply(struct smtp_session *s, const char *arg, bool is_mail, struct smtp_mail_args *out)
+{
+	const char *why;
+	const char *verb = is_mail ? "MAIL FROM" : "RCPT TO";
+
+	switch (smtp_mail_args_parse(arg, is_mail, s->mail.smtputf8, out, &why)) {
+	case SMTP_ARG_OK:
+		return true;
+	case SMTP_ARG_PARAM:
+		error_reply(s, "555 5.5.4 %s", why);
+		return false;
+	case SMTP_ARG_NEED_UTF8:
+		error_reply(s, "553 5.6.7 %s", why);
+		return false;
+	case SMTP_ARG_SYNTAX:
+		if (strstr(why, "space"))
+			error_reply(s, "501 5.5.4 Syntax: %s:<address>: %s", verb, why);
+		else
+			error_reply(s, "501 5.5.4 Syntax: %s:<address>", verb);
+		return false;
+	default:
+		error_reply(s, "501 %s Bad %s address syntax: %s", is_mail ? "5.1.7" : "5.1.3",
+		            is_mail ? "sender" : "recipient", why);
+		return false;
+	}
+}
+
 static void
 cmd_mail(struct smtp_session *s, const char *arg)
 {
-	const char *why;
-	enum smtp_arg_error e;
-
 	if (s->state == S_INIT) {
 		error_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
@@ -237,23 +263,8 @@ cmd_mail(struct smtp_session *s, const char *arg)
 			            s->peer_host);
 		return;
 	}
-	e = smtp_mail_args_parse(arg, true, false, &s->mail, &why);
-	switch (e) {
-	case SMTP_ARG_OK:
-		break;
-	case SMTP_ARG_PARAM:
-		error_reply(s, "555 5.5.4 %s", why);
+	if (!args_or_reply(s, arg, true, &s->mail))
 		return;
-	case SMTP_ARG_NEED_UTF8:
-		error_reply(s, "553 5.6.7 %s", why);
-		return;
-	case SMTP_ARG_SYNTAX:
-		error_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-		return;
-	default:
-		error_reply(s, "501 5.1.7 Bad sender address syntax: %s", why);
-		return;
-	}
 	if (s->mail.size > cfg(s)->max_message_size) {
 		reply(s, "552 5.3.4 Message size exceeds fixed limit of %lld bytes",
 		      (long long)cfg(s)->max_message_size);
@@ -268,30 +279,13 @@ static void
 cmd_rcpt(struct smtp_session *s, const char *arg)
 {
 	struct smtp_mail_args r;
-	const char *why;
-	enum smtp_arg_error e;
 
 	if (s->state != S_MAIL && s->state != S_RCPT) {
 		error_reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	e = smtp_mail_args_parse(arg, false, s->mail.smtputf8, &r, &why);
-	switch (e) {
-	case SMTP_ARG_OK:
-		break;
-	case SMTP_ARG_PARAM:
-		error_reply(s, "555 5.5.4 %s", why);
+	if (!args_or_reply(s, arg, false, &r))
 		return;
-	case SMTP_ARG_NEED_UTF8:
-		error_reply(s, "553 5.6.7 %s", why);
-		return;
-	case SMTP_ARG_SYNTAX:
-		error_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-		return;
-	default:
-		error_reply(s, "501 5.1.3 Bad recipient address syntax: %s", why);
-		return;
-	}
 	if ((int64_t)s->nrcpts >= cfg(s)->smtp_max_recipients) {
 		reply(s, "452 4.5.3 Error: too many recipients (at most %lld per message)",
 		      (long long)cfg(s)->smtp_max_recipients);
