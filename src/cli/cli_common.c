@@ -26,13 +26,12 @@ allowed_has(const char *allowed, const char *name)
 int
 cli_opts_parse(int argc, char **argv, const char *allowed, struct cli_opts *o)
 {
-	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-	                                         {"json", no_argument, NULL, 'j'},
-	                                         {"set", required_argument, NULL, 's'},
-	                                         {"status", required_argument, NULL, 'S'},
-	                                         {"limit", required_argument, NULL, 'n'},
-	                                         {"raw", no_argument, NULL, 'r'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'},     {"json", no_argument, NULL, 'j'},
+	    {"set", required_argument, NULL, 's'},        {"status", required_argument, NULL, 'S'},
+	    {"limit", required_argument, NULL, 'n'},      {"raw", no_argument, NULL, 'r'},
+	    {"to", required_argument, NULL, 't'},         {"from", required_argument, NULL, 'f'},
+	    {"connection", required_argument, NULL, 'C'}, {NULL, 0, NULL, 0}};
 	int c, idx;
 
 	memset(o, 0, sizeof(*o));
