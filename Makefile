@@ -55,5 +55,12 @@ format-check:
 bench:
 	bench/intake
 
+# The Debian package, build/mailbridge_<version>_<arch>.deb: scripts/build-deb.sh compiles in
+# its own tree (build-deb) with Debian's flags. The test deps bring cmocka, which configuring
+# needs. docs/packaging.md.
+.PHONY: deb
+deb: test-deps
+	scripts/build-deb.sh --build-dir build-deb --out $(BUILD) --jobs $(JOBS)
+
 clean:
 	rm -rf $(BUILD) build-asan build-clang build-fuzz
