@@ -102,15 +102,11 @@ man_key_type(FILE *out, const struct config_param *p)
 				c++;
 		}
 	} else {
-		static const char *const article[] = {"A string",
-		                                      "A secret (masked by "
-		                                      "\\fBconfig show\\fR)",
-		                                      "An integer",
-		                                      "A size",
-		                                      "A duration",
-		                                      "A boolean",
-		                                      "",
-		                                      "A comma\\-separated list"};
+		static const char *const article[] = {
+		    "A string",   ("A secret (masked by \\fBconfig show\\fR)"),
+		    "An integer", "A size",
+		    "A duration", "A boolean",
+		    "",           "A comma\\-separated list"};
 		fputs(article[p->type], out);
 		if ((p->type == CONFIG_INT || p->type == CONFIG_SIZE ||
 		     p->type == CONFIG_DURATION) &&
