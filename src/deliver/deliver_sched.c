@@ -107,6 +107,7 @@ struct attempt {
 };
 
 static void pump(struct deliver *d, struct conn_rt *c);
+static void claim(struct deliver *d);
 static void attempt_token(struct attempt *a, bool force);
 
 size_t
@@ -433,6 +434,8 @@ out:
 	mb_buf_wipe(&a->payload);
 	free(a);
 	pump(d, c);
+	/* keep the pipeline full: claim more as soon as there is room, not at the next tick */
+	claim(d);
 }
 
 /* A message that cannot be tried now goes back to the queue for later. */
@@ -784,6 +787,8 @@ on_claimed(void *arg, struct store_msg **msgs, size_t n)
 	free(msgs);
 	for (size_t i = 0; i < d->nconns; i++)
 		pump(d, d->conns[i]);
+	if (n > 0)
+		claim(d); /* there may be more due */
 }
 
 static size_t
