@@ -281,9 +281,12 @@ store_backup(const char *data_dir, const char *dest, struct mb_err *err)
 		sqlite3_close(src);
 		return -1;
 	}
-	/* in steps, so the live daemon's writer is never held off for long */
+	/* All pages in one step, i.e. one read transaction on the source: in WAL mode a reader
+	 * never holds off the daemon's writer. (In several steps, every commit by the daemon
+	 * between two steps restarted the copy from the first page: on a busy gateway the
+	 * backup never finished.) */
 	do {
-		rc = sqlite3_backup_step(b, 256);
+		rc = sqlite3_backup_step(b, -1);
 		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
 			sqlite3_sleep(20);
 	} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
@@ -295,6 +298,8 @@ store_backup(const char *data_dir, const char *dest, struct mb_err *err)
 		return -1;
 	}
 	rc = sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		mb_err_set(err, MB_EIO, "backup: %s", sqlite3_errmsg(dst));
 	sqlite3_close(dst);
 	sqlite3_close(src);
 	return rc == SQLITE_OK ? 0 : -1;

@@ -319,3 +319,251 @@ def main(tests, budget):
     finally:
         cleanup_all()
     return runner.finish()
+
+
+# ---- shared by the tests that talk to the peers under tests/peers (Node stand-ins) ----
+#
+# test_oauth.py has its own copies of make_certs / Browser / IdP (written first); these are
+# the same code made reusable, so that test_deliver.py (and later ones) share one version.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEERS_DIR = os.path.join(ROOT, "tests", "peers")
+
+
+def wait_until(fn, timeout, what, step=0.1):
+    """Calls fn until it returns something true (returned), or fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+def make_certs(d):
+    """A test CA and a server certificate for 127.0.0.1/localhost signed by it, made with the
+    openssl CLI in directory d. Returns (ca.pem, server.pem, server.key)."""
+    ca_key, ca_pem = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
+    key, csr, pem = (os.path.join(d, n) for n in ("server.key", "server.csr", "server.pem"))
+    ext = os.path.join(d, "ext.cnf")
+    steps = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out",
+         ca_pem, "-days", "2", "-subj", "/CN=mailbridge test CA", "-addext",
+         "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", pem, "-days", "2", "-extfile", ext],
+    ]
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n")
+    for cmd in steps:
+        r = run(cmd, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("%s failed: %s" % (" ".join(cmd[:3]), r.stderr.decode()))
+    return ca_pem, pem, key
+
+
+class Browser:
+    """urllib with a cookie jar and our CA, no proxy; redirects are not followed."""
+
+    def __init__(self, ca_file=None):
+        import http.cookiejar
+        import ssl
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **kw):
+                return None
+
+        handlers = [urllib.request.ProxyHandler({}),
+                    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect()]
+        if ca_file:
+            self.ctx = ssl.create_default_context(cafile=ca_file)
+            handlers.append(urllib.request.HTTPSHandler(context=self.ctx))
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def request(self, method, url, form=None, body=None, timeout=15, raw=False):
+        """(status, Location, text) — or the body as bytes when raw."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        headers = {}
+        data = None
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self.opener.open(req, timeout=timeout) as r:
+                out = r.read()
+                return r.status, r.headers.get("Location"), out if raw else out.decode(
+                    "utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            out = e.read()
+            return e.code, e.headers.get("Location"), out if raw else out.decode(
+                "utf-8", "replace")
+
+
+class NodePeer:
+    """A stand-in under tests/peers/NAME started with node; it prints one JSON ready line on
+    stdout. Not registered with on_cleanup: a peer lives for the whole run; stop() by PID."""
+
+    def __init__(self, name, args, tmp, ready_timeout=30):
+        self.name = name
+        self.dir = os.path.join(PEERS_DIR, name)
+        self.log_path = os.path.join(tmp, name + ".log")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["node", os.path.join(self.dir, "server.js")] + list(args),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=log, cwd=self.dir)
+        log.close()
+        self.ready = None
+        t = threading.Thread(target=self._read_ready, daemon=True)
+        t.start()
+        t.join(ready_timeout)
+        if self.ready is None:
+            self.stop()
+            raise RuntimeError("the %s stand-in did not print its ready line within %d s:\n%s"
+                               % (name, ready_timeout, self.log_tail()))
+
+    def _read_ready(self):
+        line = self.proc.stdout.readline()
+        try:
+            self.ready = json.loads(line)
+        except ValueError:
+            pass
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+class ControlAPI:
+    """JSON calls to a stand-in's /_test/ control API."""
+
+    def __init__(self, base, ca_file=None):
+        self.base = base
+        self.api = Browser(ca_file)
+
+    def control(self, method, path, body=None):
+        st, _, text = self.api.request(method, self.base + "/_test/" + path, body=body)
+        check(st in (200, 201, 204), "control %s %s: HTTP %d %s", method, path, st, text[:300])
+        return json.loads(text) if text.strip() else {}
+
+    def raw(self, path):
+        st, _, data = self.api.request("GET", self.base + "/_test/" + path, raw=True)
+        check(st == 200, "control GET %s: HTTP %d %r", path, st, data[:300])
+        return data
+
+
+class IdP(NodePeer, ControlAPI):
+    """tests/peers/idp over HTTPS with a certificate signed by `ca` (see make_certs)."""
+
+    def __init__(self, tmp, ca, cert, key):
+        NodePeer.__init__(self, "idp", ["--port", "0", "--cert", cert, "--key", key], tmp)
+        ControlAPI.__init__(self, self.ready["base_url"], ca)
+        self.ca = ca
+        self.jwks_uri = self.ready["jwks_uri"]
+
+    def reset(self, **settings):
+        self.control("POST", "reset")
+        if settings:
+            self.control("POST", "settings", settings)
+
+    def counters(self):
+        return self.control("GET", "counters")
+
+    def fail_next(self, **spec):
+        self.control("POST", "failures", spec)
+
+
+class Graph(NodePeer, ControlAPI):
+    """tests/peers/graph over HTTPS (certificate from make_certs), trusting the IdP's JWKS.
+    test_deliver.py has its own copy (written first); this is the shared one."""
+
+    def __init__(self, tmp, ca, cert, key, jwks_uri, extra_args=()):
+        NodePeer.__init__(self, "graph", ["--port", "0", "--cert", cert, "--key", key,
+                                          "--jwks-url", jwks_uri, "--ca", ca] + list(extra_args),
+                          tmp)
+        ControlAPI.__init__(self, self.ready["base_url"], ca)
+
+    def reset(self):
+        self.control("POST", "reset")
+
+    def messages(self, **q):
+        qs = "&".join("%s=%s" % kv for kv in q.items())
+        return self.control("GET", "messages" + ("?" + qs if qs else ""))["messages"]
+
+    def requests(self, **q):
+        qs = "&".join("%s=%s" % kv for kv in q.items())
+        r = self.control("GET", "requests" + ("?" + qs if qs else ""))
+        return r["requests"] if isinstance(r, dict) else r
+
+    def fault(self, **spec):
+        self.control("POST", "faults", spec)
+
+    def latency(self, ms):
+        self.control("POST", "latency", {"latency_ms": ms})
+
+    def inflight(self):
+        return self.control("GET", "inflight")
+
+
+# ---- the admin HTTP listener (/healthz, /readyz, /metrics) ----
+
+def http_get(url, timeout=10):
+    """(status, body bytes) of a plain-HTTP GET, without proxies."""
+    import urllib.error
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+_PROM_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?$')
+_PROM_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_prom(text):
+    """Prometheus text format -> {(name, frozenset(labels.items())): float}. A lenient reader
+    for looking values up (the format itself is checked with promtool)."""
+    out = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _PROM_LINE.match(line)
+        if not m:
+            raise AssertionError("not a Prometheus sample line: %r" % line)
+        labels = {}
+        if m.group(3):
+            labels = dict(_PROM_LABEL.findall(m.group(3)))
+        out[(m.group(1), frozenset(labels.items()))] = float(m.group(4))
+    return out
+
+
+def prom_value(samples, name, **labels):
+    """The value of one sample (None when absent)."""
+    return samples.get((name, frozenset(labels.items())))

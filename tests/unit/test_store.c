@@ -1091,6 +1091,192 @@ test_oauth_prune(void **state)
 	assert_int_equal(err.code, MB_ENOTFOUND);
 }
 
+/* ---- retention: store_writer_prune ---- */
+
+struct prune_wait {
+	struct ev_loop *loop;
+	int status;
+	int64_t deleted;
+	bool called, timed_out;
+};
+
+static void
+on_pruned(void *arg, int status, int64_t deleted)
+{
+	struct prune_wait *p = arg;
+
+	p->called = true;
+	p->status = status;
+	p->deleted = deleted;
+	ev_loop_stop(p->loop);
+}
+
+static void
+on_prune_timeout(void *arg)
+{
+	struct prune_wait *p = arg;
+
+	p->timed_out = true;
+	ev_loop_stop(p->loop);
+}
+
+/* One prune through the real writer thread; returns how many messages it reported. */
+static int64_t
+prune(struct ev_loop *loop, struct store_writer *w, int64_t cutoff, int64_t batch)
+{
+	struct prune_wait p = {.loop = loop, .status = -2};
+	struct ev_timer *t = ev_timer_new(loop, on_prune_timeout, &p);
+
+	store_writer_prune(w, cutoff, batch, on_pruned, &p);
+	ev_timer_start(t, 10000);
+	ev_loop_run(loop);
+	ev_timer_free(t);
+	assert_false(p.timed_out);
+	assert_true(p.called);
+	assert_int_equal(p.status, 0);
+	return p.deleted;
+}
+
+static int64_t
+rows_of(sqlite3 *db, const char *table, const char *col, const char *id)
+{
+	char sql[200];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE %s = '%s'", table, col, id);
+	return raw_int(db, sql);
+}
+
+#define PRUNE_DAY_MS (86400LL * 1000)
+
+/* Messages in every state, updated just before, at and after the cutoff: only sent and
+ * failed ones updated before the cutoff go, with their recipients, bodies and attempts; events
+ * before the cutoff go; both in batches of at most `batch`. */
+static void
+test_prune(void **state)
+{
+	static const char *const states[] = {"queued", "sending", "deferred", "sent", "failed"};
+	/* updated_at relative to the cutoff */
+	static const int64_t ages[] = {-30 * PRUNE_DAY_MS, -1, 0, 1, 5 * PRUNE_DAY_MS};
+	enum { NSTATES = NELEM(states), NAGES = NELEM(ages), NEXTRA = 2 };
+	struct fx *f = *state;
+	struct mb_err err = {0};
+	struct submit s = {0};
+	struct store_writer *w;
+	struct ev_timer *t;
+	char id[NSTATES * NAGES + NEXTRA][MB_ID_LEN + 1];
+	bool gone[NSTATES * NAGES + NEXTRA] = {0};
+	size_t n = NSTATES * NAGES + NEXTRA;
+	int64_t now = mb_now_ms(), cutoff = now - 14 * PRUNE_DAY_MS, total;
+	sqlite3 *db;
+	char sql[1024];
+
+	s.loop = ev_loop_new();
+	assert_non_null(s.loop);
+	w = store_writer_new(f->dir, s.loop, 0, &err);
+	assert_non_null(w);
+	for (size_t i = 0; i < n; i++) {
+		struct store_msg *m = store_msg_new();
+		mb_id_new(m->id);
+		snprintf(id[i], sizeof(id[i]), "%s", m->id);
+		m->sender = mb_strdup("a@example.com");
+		store_msg_add_rcpt(m, "b@example.com");
+		store_msg_add_rcpt(m, "c@example.com");
+		m->body = mb_asprintf("Subject: prune %zu\r\n\r\nbody\r\n", i);
+		m->body_len = strlen(m->body);
+		m->received_ms = cutoff - 40 * PRUNE_DAY_MS; /* received long ago: irrelevant */
+		m->client = mb_strdup("[127.0.0.1] helo=test");
+		s.pending++;
+		store_writer_submit(w, m, on_commit, &s);
+	}
+	t = ev_timer_new(s.loop, on_timeout, &s);
+	ev_timer_start(t, 10000);
+	ev_loop_run(s.loop);
+	ev_timer_free(t);
+	assert_false(s.timed_out);
+	assert_int_equal(s.failed, 0);
+
+	/* states, ages, two attempts each, and events: with a raw handle on the same file */
+	db = raw_open(f->dir);
+	raw_exec(db, "BEGIN");
+	for (size_t i = 0; i < n; i++) {
+		/* the extra ones: sent and failed, older than the cutoff */
+		const char *st = i < NSTATES * NAGES ? states[i / NAGES] : states[3 + (i % 2)];
+		int64_t upd = cutoff + (i < NSTATES * NAGES ? ages[i % NAGES] : -2 * PRUNE_DAY_MS);
+		snprintf(sql, sizeof(sql),
+		         "UPDATE messages SET state = '%s', updated_at = %lld WHERE id = '%s'", st,
+		         (long long)upd, id[i]);
+		raw_exec(db, sql);
+		for (int a = 0; a < 2; a++) {
+			snprintf(sql, sizeof(sql),
+			         "INSERT INTO attempts (message_id, at, connection, result, detail)"
+			         " VALUES ('%s', %lld, 'office365', 'tempfail', 'try %d')",
+			         id[i], (long long)(upd - 1000 + a), a);
+			raw_exec(db, sql);
+		}
+		gone[i] = (strcmp(st, "sent") == 0 || strcmp(st, "failed") == 0) && upd < cutoff;
+	}
+	/* events: 3 before the cutoff, one at it, one after; one tied to a kept message */
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO events (at, level, message_id, text) VALUES"
+	         " (%lld, 'info', NULL, 'old 1'), (%lld, 'info', NULL, 'old 2'),"
+	         " (%lld, 'warn', '%s', 'old 3'), (%lld, 'info', NULL, 'at cutoff'),"
+	         " (%lld, 'info', '%s', 'new')",
+	         (long long)(cutoff - 30 * PRUNE_DAY_MS), (long long)(cutoff - 1),
+	         (long long)(cutoff - 1000), id[0], (long long)cutoff, (long long)(now), id[0]);
+	raw_exec(db, sql);
+	raw_exec(db, "COMMIT");
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM messages"), (int64_t)n);
+	/* 2 (sent, failed) x 2 ages before the cutoff + the 2 extra ones */
+	total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += gone[i];
+	assert_int_equal(total, 6);
+
+	/* batch 2: two messages and two events go, and it says 2 */
+	assert_int_equal(prune(s.loop, w, cutoff, 2), 2);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM messages"), (int64_t)n - 2);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM events"), 3);
+	/* the rest, in batches of 3: 3 then 1 (less than the batch: done) */
+	assert_int_equal(prune(s.loop, w, cutoff, 3), 3);
+	assert_int_equal(prune(s.loop, w, cutoff, 3), 1);
+	assert_int_equal(prune(s.loop, w, cutoff, 500), 0);
+
+	for (size_t i = 0; i < n; i++) {
+		int64_t want = gone[i] ? 0 : 1;
+		if (rows_of(db, "messages", "id", id[i]) != want)
+			print_error("message %zu (%s): expected %s\n", i, id[i],
+			            gone[i] ? "gone" : "kept");
+		assert_int_equal(rows_of(db, "messages", "id", id[i]), want);
+		assert_int_equal(rows_of(db, "bodies", "message_id", id[i]), want);
+		assert_int_equal(rows_of(db, "recipients", "message_id", id[i]), 2 * want);
+		assert_int_equal(rows_of(db, "attempts", "message_id", id[i]), 2 * want);
+	}
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM messages"), (int64_t)n - 6);
+	/* nothing orphaned anywhere */
+	assert_int_equal(raw_int(db, "SELECT (SELECT count(*) FROM bodies WHERE message_id NOT IN"
+	                             " (SELECT id FROM messages)) + (SELECT count(*) FROM"
+	                             " recipients WHERE message_id NOT IN (SELECT id FROM messages))"
+	                             " + (SELECT count(*) FROM attempts WHERE message_id NOT IN"
+	                             " (SELECT id FROM messages))"),
+	                 0);
+	/* events: exactly those before the cutoff went */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE at < %lld", (long long)cutoff);
+	assert_int_equal(raw_int(db, sql), 0);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM events"), 2);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM events WHERE text IN ('at cutoff', 'new')"),
+	                 2);
+	/* the store still works: the kept messages are counted by state */
+	assert_int_equal(store_msg_count(f->st, STORE_QUEUED, &err), NAGES);
+	assert_int_equal(store_msg_count(f->st, STORE_SENDING, &err), NAGES);
+	assert_int_equal(store_msg_count(f->st, STORE_DEFERRED, &err), NAGES);
+	assert_int_equal(store_msg_count(f->st, STORE_SENT, &err), NAGES - 2);
+	assert_int_equal(store_msg_count(f->st, STORE_FAILED, &err), NAGES - 2);
+	sqlite3_close(db);
+
+	store_writer_free(w);
+	ev_loop_free(s.loop);
+}
+
 int
 main(void)
 {
@@ -1108,6 +1294,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_oauth_take_refused, setup_store, teardown),
 	    cmocka_unit_test_setup_teardown(test_oauth_take_race, setup_store, teardown),
 	    cmocka_unit_test_setup_teardown(test_oauth_prune, setup_store, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune, setup_store, teardown),
 	};
 
 	mb_log_setup(MB_LOG_WARN, MB_LOG_TEXT);
