@@ -1253,18 +1253,20 @@ test_prune(void **state)
 	}
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM messages"), (int64_t)n - 6);
 	/* nothing orphaned anywhere */
-	assert_int_equal(raw_int(db, "SELECT (SELECT count(*) FROM bodies WHERE message_id NOT IN"
-	                             " (SELECT id FROM messages)) + (SELECT count(*) FROM"
-	                             " recipients WHERE message_id NOT IN (SELECT id FROM messages))"
-	                             " + (SELECT count(*) FROM attempts WHERE message_id NOT IN"
-	                             " (SELECT id FROM messages))"),
+	assert_int_equal(raw_int(db,
+	                         "SELECT (SELECT count(*) FROM bodies WHERE message_id NOT IN"
+	                         " (SELECT id FROM messages)) + (SELECT count(*) FROM"
+	                         " recipients WHERE message_id NOT IN (SELECT id FROM messages))"
+	                         " + (SELECT count(*) FROM attempts WHERE message_id NOT IN"
+	                         " (SELECT id FROM messages))"),
 	                 0);
 	/* events: exactly those before the cutoff went */
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE at < %lld", (long long)cutoff);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE at < %lld",
+	         (long long)cutoff);
 	assert_int_equal(raw_int(db, sql), 0);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM events"), 2);
-	assert_int_equal(raw_int(db, "SELECT count(*) FROM events WHERE text IN ('at cutoff', 'new')"),
-	                 2);
+	assert_int_equal(
+	    raw_int(db, "SELECT count(*) FROM events WHERE text IN ('at cutoff', 'new')"), 2);
 	/* the store still works: the kept messages are counted by state */
 	assert_int_equal(store_msg_count(f->st, STORE_QUEUED, &err), NAGES);
 	assert_int_equal(store_msg_count(f->st, STORE_SENDING, &err), NAGES);
