@@ -22,6 +22,8 @@ static const struct subcommand subcommands[] = {
      "..."},
     {"auth", cli_auth_main, "auth login NAME [--device | --browser] | auth status [NAME]"},
     {"test", cli_test_main, "test --to ADDR [--from ADDR] [--connection NAME]  the Email Test"},
+    {"doctor", cli_doctor_main,
+     "doctor [NAME] [--json] [--timeout SECONDS]  the guide's checklist, run for real"},
     {"backup", cli_backup_main, "backup FILE  a consistent copy of the live store"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},
 };

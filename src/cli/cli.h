@@ -20,5 +20,6 @@ int cli_connection_main(int argc, char **argv);
 int cli_auth_main(int argc, char **argv);
 int cli_test_main(int argc, char **argv);
 int cli_backup_main(int argc, char **argv);
+int cli_doctor_main(int argc, char **argv);
 
 #endif

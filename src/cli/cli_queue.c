@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "deliver/deliver.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -210,6 +211,41 @@ cli_queue_main(int argc, char **argv)
 	return rc;
 }
 
+/* log resend ID [--to ADDR]...: a copy queued anew; to other recipients, its headers name
+ * them and only them (Graph reads recipients from the headers). */
+static int
+resend(struct store *st, const struct cli_opts *o, const char *id)
+{
+	struct mb_err err = {0};
+	struct mb_buf body = {0};
+	struct store_msg *orig = NULL;
+	char new_id[MB_ID_LEN + 1];
+	int rc = EX_OK;
+
+	if (o->nto > 0) {
+		orig = store_msg_get(st, id, true, &err);
+		if (orig == NULL || orig->body == NULL) {
+			fprintf(stderr, "mailbridge: %s\n",
+			        orig ? "that message's body was pruned" : err.msg);
+			store_msg_free(orig);
+			return EX_NOINPUT;
+		}
+		deliver_readdress(orig->body, orig->body_len, (const char *const *)o->to,
+		                  (size_t)o->nto, &body);
+	}
+	if (store_msg_copy(st, id, (const char *const *)o->to, (size_t)o->nto, body.data, body.len,
+	                   new_id, &err) < 0) {
+		fprintf(stderr, "mailbridge: %s\n", err.msg);
+		rc = err.code == MB_ENOTFOUND ? EX_NOINPUT : EX_IOERR;
+	} else {
+		printf("queued %s, a copy of %s%s\n", new_id, id,
+		       o->nto ? " to the given recipients" : "");
+	}
+	mb_buf_release(&body);
+	store_msg_free(orig);
+	return rc;
+}
+
 int
 cli_log_main(int argc, char **argv)
 {
@@ -221,22 +257,8 @@ cli_log_main(int argc, char **argv)
 	if (cli_opts_parse(argc, argv, "json,set,status,limit,to", &o) < 0)
 		return EX_USAGE;
 	if (o.nargs == 2 && strcmp(o.args[0], "resend") == 0) {
-		struct mb_err err = {0};
-		char new_id[MB_ID_LEN + 1];
 		st = open_store(&o);
-		if (st == NULL) {
-			cli_opts_free(&o);
-			return EX_UNAVAILABLE;
-		}
-		if (store_msg_copy(st, o.args[1], (const char *const *)o.to, (size_t)o.nto, new_id,
-		                   &err) < 0) {
-			fprintf(stderr, "mailbridge: %s\n", err.msg);
-			rc = err.code == MB_ENOTFOUND ? EX_NOINPUT : EX_IOERR;
-		} else {
-			printf("queued %s, a copy of %s%s\n", new_id, o.args[1],
-			       o.nto ? " to the given recipients" : "");
-			rc = EX_OK;
-		}
+		rc = st ? resend(st, &o, o.args[1]) : EX_UNAVAILABLE;
 		store_close(st);
 		cli_opts_free(&o);
 		return rc;

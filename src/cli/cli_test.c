@@ -26,11 +26,10 @@ done(void *arg, const struct deliver_outcome *o, int64_t ms, const char *upstrea
 	struct test_run *t = arg;
 
 	if (o->result == DELIVER_OK) {
-		printf("delivered in %lld ms%s%s\n", (long long)ms,
-		       upstream && *upstream ? " (request-id " : "",
-		       upstream && *upstream ? upstream : "");
 		if (upstream && *upstream)
-			printf("\b)\n");
+			printf("delivered in %lld ms (upstream id %s)\n", (long long)ms, upstream);
+		else
+			printf("delivered in %lld ms\n", (long long)ms);
 		t->rc = EX_OK;
 	} else {
 		fprintf(stderr, "not delivered (%s, after %lld ms): %s\n  fix: %s\n  detail: %s\n",

@@ -93,6 +93,12 @@ size_t deliver_inflight(const struct deliver *d);
 /* Prometheus text: deliveries by result and connection, latency histograms per transport. */
 void deliver_metrics(const struct deliver *d, struct mb_buf *out);
 
+/* A message addressed anew (a resend to other recipients): To: names them, Cc: and Bcc: are
+ * dropped, Resent-Date/Resent-To are added; everything else is kept. Graph reads its
+ * recipients from the headers, so the headers must name only those it should reach. */
+void deliver_readdress(const char *body, size_t len, const char *const *rcpts, size_t n,
+                       struct mb_buf *out);
+
 /* One delivery attempt right now through the named connection, outside the queue and
  * without fallback: the Email Test. The callback runs once with the outcome and the time
  * it took. */

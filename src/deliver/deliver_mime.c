@@ -255,3 +255,40 @@ deliver_prepare(const struct store_msg *m, bool add_bcc, bool force_from, const 
 	free(ctx.from_value);
 	mb_buf_release(&bcc);
 }
+
+struct readdress_ctx {
+	struct mb_buf *out;
+	const char *body;
+};
+
+static void
+copy_but_recipients(void *arg, const char *name, size_t nlen, const char *value, size_t s, size_t e)
+{
+	struct readdress_ctx *ctx = arg;
+
+	if (name_is(name, nlen, "To") || name_is(name, nlen, "Cc") || name_is(name, nlen, "Bcc"))
+		return;
+	mb_buf_append(ctx->out, ctx->body + s, e - s);
+}
+
+void
+deliver_readdress(const char *body, size_t len, const char *const *rcpts, size_t n,
+                  struct mb_buf *out)
+{
+	struct readdress_ctx ctx = {out, body};
+	size_t end = header_end(body, len);
+	char date[64];
+
+	mb_rfc5322_date(mb_now_ms(), date, sizeof(date));
+	mb_buf_printf(out, "Resent-Date: %s\r\n", date);
+	mb_buf_puts(out, "Resent-To: ");
+	for (size_t i = 0; i < n; i++)
+		mb_buf_printf(out, "%s<%s>", i ? ", " : "", rcpts[i]);
+	mb_buf_puts(out, "\r\n");
+	each_header(body, len, copy_but_recipients, &ctx);
+	mb_buf_puts(out, "To: ");
+	for (size_t i = 0; i < n; i++)
+		mb_buf_printf(out, "%s<%s>", i ? ", " : "", rcpts[i]);
+	mb_buf_puts(out, "\r\n");
+	mb_buf_append(out, body + end, len - end);
+}

@@ -399,16 +399,22 @@ finish(struct attempt *a, const struct deliver_outcome *o, const char *upstream)
 	} else {
 		int64_t wait = d->schedule[(size_t)m->attempts < d->nschedule ? (size_t)m->attempts
 		                                                              : d->nschedule - 1];
+		struct conn_rt *fb = usable(d, c->fallback);
+		bool fallback_ready = o->scope == DELIVER_SCOPE_CONNECTION && fb && fb != c;
+
 		wait = jittered(wait * 1000);
-		if (o->retry_after_s > 0 && o->retry_after_s * 1000 > wait)
+		if (o->scope == DELIVER_SCOPE_CONNECTION) {
+			/* the connection is down for a while; with a fallback, the message need not
+			 * wait for it: the router sends the next attempt there */
+			int64_t down = o->retry_after_s > 0 ? o->retry_after_s * 1000 : wait;
+			c->down_until_ms = now + (down > 60000 ? down : 60000);
+			snprintf(c->down_reason, sizeof(c->down_reason), "%s", o->cause);
+		}
+		if (!fallback_ready && o->retry_after_s > 0 && o->retry_after_s * 1000 > wait)
 			wait = o->retry_after_s * 1000; /* never before Retry-After */
 		r->state = STORE_DEFERRED;
 		r->next_attempt_ms = now + wait;
 		r->last_error = mb_strdup(err);
-		if (o->scope == DELIVER_SCOPE_CONNECTION) {
-			c->down_until_ms = now + (wait > 60000 ? wait : 60000);
-			snprintf(c->down_reason, sizeof(c->down_reason), "%s", o->cause);
-		}
 		if (now - m->received_ms > d->d.cfg->server.max_queue_lifetime * 1000) {
 			r->state = STORE_FAILED;
 			free(r->last_error);

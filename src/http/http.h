@@ -115,4 +115,33 @@ void http_url_encode(struct mb_buf *b, const char *s);
  * name, newly allocated, or NULL if absent. */
 char *http_query_get(const char *query, const char *name);
 
+/* ---- probes for `mailbridge doctor` (blocking, for the command line) ---- */
+
+struct http_probe_result {
+	enum http_result result;
+	bool timed_out;
+	bool tls_error;    /* the TLS handshake or the certificate check failed */
+	int curl_code;     /* libcurl's error number (28 = timeout), 0 on success */
+	long status;       /* HTTP status, or the last SMTP reply code */
+	char enhanced[16]; /* SMTP: "5.7.139" or "" */
+	char text[256];    /* SMTP: the last reply line without its code; HTTP: "" */
+	char error[256];   /* transport error (result HTTP_TRANSPORT) */
+	int64_t date_s;    /* the Date header (Unix seconds), 0 when absent */
+	int64_t local_s;   /* our clock when the answer arrived */
+	int64_t elapsed_ms;
+};
+
+/* One GET (or HEAD) of url without following redirects: reachability, TLS and the server's
+ * clock. Any HTTP status is an answer. timeout_ms 0 = 10 s. */
+void http_probe_sync(const char *method, const char *url, const char *ca_file, int64_t timeout_ms,
+                     struct http_probe_result *out);
+
+/* SMTP submission up to authentication, then QUIT: connect, EHLO, STARTTLS (when
+ * tls_required), and AUTH XOAUTH2 with username and bearer when bearer is not NULL. No
+ * MAIL FROM is sent, so nothing can be delivered. result HTTP_OK with status 235 (or 250 when
+ * no AUTH was asked) means success; HTTP_OK with a 4xx/5xx status is the server's refusal. */
+void http_smtp_probe_sync(const char *url, bool tls_required, const char *username,
+                          const char *bearer, const char *ca_file, int64_t timeout_ms,
+                          struct http_probe_result *out);
+
 #endif

@@ -186,6 +186,7 @@ struct oauth_conn {
 	struct oauth_endpoints ep;
 	char *ca_file;
 	bool upload_sessions; /* large_messages = upload-session: Mail.ReadWrite too */
+	bool large_by_smtp;   /* large_messages = smtp: consent to SMTP.Send too */
 };
 
 /* Builds the connection NAME from the config file, else from the store. The secret is read

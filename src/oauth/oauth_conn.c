@@ -187,6 +187,8 @@ from_store(const struct store_conn *sc, const struct mb_key *key, struct mb_err 
 	c->ca_file = dup_or_null(json_str(o, "ca_file"));
 	c->upload_sessions = json_str(o, "large_messages") &&
 	                     strcmp(json_str(o, "large_messages"), "upload-session") == 0;
+	c->large_by_smtp =
+	    json_str(o, "large_messages") && strcmp(json_str(o, "large_messages"), "smtp") == 0;
 	if (sc->secret && sc->secret_len > 0) {
 		char aad[300];
 		oauth_aad_secret(sc->name, aad, sizeof(aad));

@@ -16,6 +16,14 @@
  * resource. */
 #define REFRESH_RESOURCE "all"
 
+/* What consent covers: a Graph connection that sends its large messages by SMTP needs
+ * SMTP.Send too, as a microsoft-smtp connection does. */
+static enum oauth_provider
+consent_provider(const struct oauth_conn *c)
+{
+	return c->large_by_smtp ? OAUTH_PROVIDER_MSSMTP : c->provider;
+}
+
 static bool
 is_confidential(const struct oauth_conn *c)
 {
@@ -244,7 +252,7 @@ oauth_browser_start(const struct oauth_conn *c, struct store *st, const struct m
 	if (rc == 0) {
 		struct mb_buf q = {0};
 
-		oauth_scopes_authorize(&c->ep, c->provider, c->upload_sessions, &scope);
+		oauth_scopes_authorize(&c->ep, consent_provider(c), c->upload_sessions, &scope);
 
 		http_form_add(&q, "client_id", c->client_id);
 		http_form_add(&q, "response_type", "code");
@@ -376,7 +384,7 @@ oauth_device_login(const struct oauth_conn *c, struct store *st, const struct mb
 
 	if (c->auth == OAUTH_AUTH_APP_ONLY)
 		return client_credentials(c, st, key, out, ex, err);
-	oauth_scopes_authorize(&c->ep, c->provider, c->upload_sessions, &scope);
+	oauth_scopes_authorize(&c->ep, consent_provider(c), c->upload_sessions, &scope);
 again:
 	http_form_add(&form, "client_id", c->client_id);
 	http_form_add(&form, "scope", scope.data);
@@ -441,14 +449,16 @@ again:
 			rc = oauth_token_resp_parse(resp.body, resp.body_len, &t, err);
 			http_response_release(&resp);
 			if (rc == 0) {
-				rc = oauth_tokens_save(c, st, key, first_resource(c), &t, err);
+				/* the authorize scopes list Graph first: that is the token's
+				 * audience, whatever the provider needs */
+				rc = oauth_tokens_save(c, st, key, OAUTH_RES_GRAPH, &t, err);
 				if (rc == 0 && out)
 					fprintf(out, "Connected as %s.\n",
 					        t.account ? t.account : "(unknown account)");
 			}
 			oauth_token_resp_release(&t);
 			if (rc == 0)
-				rc = mint_needed(c, st, key, first_resource(c), ex, err);
+				rc = mint_needed(c, st, key, OAUTH_RES_GRAPH, ex, err);
 			break;
 		}
 		oauth_error_parse(resp.body, resp.body_len, (int)resp.status, &oe);

@@ -267,9 +267,11 @@ bool store_is_writable(struct store *st);
 /* Puts a deferred, failed or queued message back in the queue, due now. */
 int store_msg_requeue(struct store *st, const char *id, struct mb_err *err);
 /* Queues a copy of message id under a new id (written to new_id): to its original
- * recipients, or to rcpts when nrcpts > 0. The body is the same bytes. */
+ * recipients, or to rcpts when nrcpts > 0. The body is the same bytes, or body when it is
+ * not NULL. */
 int store_msg_copy(struct store *st, const char *id, const char *const *rcpts, size_t nrcpts,
-                   char new_id[MB_ID_LEN + 1], struct mb_err *err);
+                   const char *body, size_t body_len, char new_id[MB_ID_LEN + 1],
+                   struct mb_err *err);
 
 /* For the daily recipient budget: each successful attempt through connection since
  * since_ms, with the number of recipients of its message. */

@@ -438,9 +438,31 @@ exec_bound(sqlite3 *db, const char *sql, const char *a, const char *b, int64_t n
 	return 0;
 }
 
+static int
+insert_body(sqlite3 *db, const char *id, const char *body, size_t len, struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", -1, &st,
+	                       NULL) != SQLITE_OK) {
+		store_db_err(db, err, "copying a message");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob64(st, 2, body, len, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(db, err, "copying a message");
+		return -1;
+	}
+	return 0;
+}
+
 int
 store_msg_copy(struct store *s, const char *id, const char *const *rcpts, size_t nrcpts,
-               char new_id[MB_ID_LEN + 1], struct mb_err *err)
+               const char *body, size_t body_len, char new_id[MB_ID_LEN + 1], struct mb_err *err)
 {
 	int64_t now = mb_now_ms();
 
@@ -455,10 +477,11 @@ store_msg_copy(struct store *s, const char *id, const char *const *rcpts, size_t
 	        " 'queued', ?4, 'resend of ' || id, subject, from_hdr, ?4 FROM messages"
 	        " WHERE id = ?2",
 	        new_id, id, 0, now, err) < 0 ||
-	    exec_bound(s->db,
-	               "INSERT INTO bodies (message_id, data) SELECT ?1, data FROM bodies WHERE"
-	               " message_id = ?2",
-	               new_id, id, 0, now, err) < 0)
+	    (body ? insert_body(s->db, new_id, body, body_len, err)
+	          : exec_bound(s->db,
+	                       "INSERT INTO bodies (message_id, data) SELECT ?1, data FROM bodies"
+	                       " WHERE message_id = ?2",
+	                       new_id, id, 0, now, err)) < 0)
 		goto fail;
 	if (sqlite3_changes(s->db) == 0) {
 		mb_err_set(err, MB_ENOTFOUND, "no message with id %s, or its body was pruned", id);

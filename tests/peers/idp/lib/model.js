@@ -13,7 +13,10 @@ export const OIDC_SCOPES = ['openid', 'profile', 'email', 'offline_access'];
 // Resource identifier URI -> delegated scopes, app roles, and what ".default" means.
 export const RESOURCES = {
   'https://graph.microsoft.com': {
-    scopes: ['Mail.Send', 'Mail.Send.Shared', 'Mail.ReadWrite', 'Mail.Read', 'User.Read', '.default'],
+    // the directory scopes are for `mailbridge setup microsoft` (an admin's sign-in, §6)
+    scopes: ['Mail.Send', 'Mail.Send.Shared', 'Mail.ReadWrite', 'Mail.Read', 'User.Read',
+      'Application.Read.All', 'Application.ReadWrite.All', 'DelegatedPermissionGrant.ReadWrite.All',
+      'AppRoleAssignment.ReadWrite.All', '.default'],
     defaultDelegated: ['Mail.Send', 'User.Read'],
   },
   'https://outlook.office.com': {

@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""mailbridge doctor against Microsoft 365 stand-ins: test_doctor.py BINARY [TEST-NAME...]
+
+One identity platform (tests/peers/idp), one Graph stand-in (tests/peers/graph) and one
+Exchange SMTP stand-in (tests/peers/smtp) run for the whole run over TLS with a test CA made
+here; their state is reset before each test. No daemon is needed: doctor works on the config
+and the store. Delegated connections sign in with `auth login NAME --device`, approved through
+the IdP's control API.
+
+Covered (issue 6, "Proof", doctor part): a healthy Graph setup (delegated and app-only) and a
+healthy microsoft-smtp setup pass; then each of the seed guide's five errors injected on
+purpose, and the output names the guide's fix:
+- Error 1 "cURL error 28": graph_url at a port that accepts and never answers (timeout,
+  network fix) and no default connection (the Default Connection fix);
+- Error 2 "Not Found": the sender's mailbox unlicensed (MailboxNotEnabledForRESTAPI, licence
+  fix), and a default connection that is a plain SMTP server;
+- Error 3 admin consent missing: AADSTS65001 / 90094 on refresh (consent + owners fix);
+- Error 4 "unverified": an informational line saying it is not a blocker;
+- Error 5 token expired / invalid: invalid_grant (re-authorize with `mailbridge auth login
+  NAME`); a merely expired access token is refreshed by itself (pass);
+plus SMTP AUTH disabled (535 5.7.139, the PowerShell fix), an expired and an expiring client
+secret, missing permissions, and no token or secret in any output.
+
+Skipped (not failed) only when `node` is not installed.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mbtest  # noqa: E402
+from mbtest import (ControlAPI, Daemon, Graph, IdP, NodePeer, SkipTest, check,  # noqa: E402
+                    cleanup_all, on_cleanup, run, tempdir, wait_until)
+
+for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    os.environ.pop(_v, None)  # loopback only
+os.environ.pop("MAILBRIDGE_CONFIG", None)
+os.environ.pop("CREDENTIALS_DIRECTORY", None)
+
+CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
+CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"
+USER = "user@contoso.test"
+ALICE = "alice@contoso.test"
+CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
+BUDGET = 110  # seconds for the whole run (watchdog)
+
+IDP = GRAPH = SMTP = None
+CA = None
+OUTPUTS = []  # everything doctor printed, for the secrets check
+ISSUED = set()  # every token the IdP issued during the run
+
+
+class Smtp(NodePeer, ControlAPI):
+    def __init__(self, tmp, ca, cert, key, jwks_uri):
+        NodePeer.__init__(self, "smtp", ["--port", "0", "--control-port", "0", "--cert", cert,
+                                         "--key", key, "--jwks-url", jwks_uri, "--ca", ca], tmp)
+        ControlAPI.__init__(self, self.ready["control_url"])
+        self.url = "smtp://127.0.0.1:%d" % self.ready["smtp_port"]
+
+    def reset(self):
+        self.control("POST", "reset")
+
+
+class Blackhole:
+    """A TCP port that accepts connections and never answers (the guide's Error 1)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        on_cleanup(self.close)
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                continue
+
+    def close(self):
+        self.stop = True
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+class Setup:
+    """A config with [connection NAME] sections (stand-ins' URLs filled in) and a data_dir."""
+
+    def __init__(self, binary, name, conns, server=None):
+        self.binary = binary
+        self.tmp = tempdir("mb-it-doctor-%s-" % name)
+        self.secret_file = os.path.join(self.tmp, "secret")
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, (CLIENT_SECRET + "\n").encode())
+        os.close(fd)
+        self.d = Daemon(binary, self.tmp, name="mb", server=server)  # never started
+        self.conf = self.d.conf
+        self.db = os.path.join(self.d.data_dir, "mailbridge.db")
+        with open(self.conf, "a") as f:
+            for cname, kv in conns:
+                c = {}
+                if kv.get("provider") != "smtp":
+                    c.update({"tenant": "contoso.test", "client_id": CLIENT_ID,
+                              "client_secret_file": self.secret_file, "login_url": IDP.base})
+                c.update({"ca_file": CA, "graph_url": GRAPH.base})
+                c.update(kv)
+                f.write("\n[connection %s]\n" % cname)
+                for k, v in c.items():
+                    f.write("%s = %s\n" % (k, v))
+
+    def cli(self, *args, timeout=60):
+        r = run([self.binary] + list(args) + ["-c", self.conf], timeout=timeout)
+        out, err = r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+        OUTPUTS.append(out + err)
+        return r.returncode, out, err
+
+    def doctor(self, *args, timeout=60):
+        """(rc, text, {id: item}) — the text run, then the same with --json."""
+        rc, out, err = self.cli("doctor", *args, timeout=timeout)
+        check(rc in (0, 1), "doctor %s: rc=%d %s %s", args, rc, out, err)
+        rc2, js, err2 = self.cli("doctor", "--json", *args, timeout=timeout)
+        check(rc2 == rc, "doctor --json rc=%d, text rc=%d: %s", rc2, rc, err2)
+        items = json.loads(js)
+        check(isinstance(items, list) and items, "doctor --json: %r", js[:300])
+        return rc, out, {i["id"]: i for i in items}
+
+    def device_login(self, conn, username=USER):
+        p = subprocess.Popen([self.binary, "auth", "login", conn, "--device", "-c", self.conf],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        on_cleanup(lambda: p.poll() is None and (p.kill(), p.wait(10)))
+        out = []
+        t = threading.Thread(target=lambda: out.extend(iter(p.stdout.readline, b"")),
+                             daemon=True)
+        t.start()
+        m = wait_until(lambda: CODE_RE.search(b"".join(out).decode("utf-8", "replace")) or
+                       (p.poll() is not None and ("exited", p.returncode)), 15,
+                       "auth login --device to print its code")
+        if isinstance(m, tuple):
+            raise AssertionError("auth login --device exited %r: %s %s"
+                                 % (p.returncode, b"".join(out), p.stderr.read()))
+        IDP.control("POST", "device/approve", {"user_code": m.group(1), "username": username})
+        rc = p.wait(20)
+        t.join(5)
+        check(rc == 0, "auth login %s --device: rc=%d %s", conn, rc, b"".join(out))
+
+
+def graph_conn(sender=USER, auth="delegated", **kw):
+    c = {"provider": "microsoft-graph", "sender": sender, "auth": auth}
+    c.update(kw)
+    return c
+
+
+def mssmtp_conn(sender=USER, auth="delegated", **kw):
+    c = {"provider": "microsoft-smtp", "sender": sender, "auth": auth, "smtp_url": SMTP.url}
+    c.update(kw)
+    return c
+
+
+def status(items, iid):
+    check(iid in items, "no item %s in %s", iid, sorted(items))
+    return items[iid]["status"]
+
+
+def expect(items, iid, want, *words):
+    """Item iid has status want, and its evidence + fix mention every word."""
+    it = items.get(iid)
+    check(it is not None, "no item %s in %s", iid, sorted(items))
+    check(it["status"] == want, "%s: %s, wanted %s: %s", iid, it["status"], want, it)
+    text = (it["evidence"] or "") + " " + (it["fix"] or "")
+    for w in words:
+        check(w.lower() in text.lower(), "%s does not mention %r: %s", iid, w, text)
+
+
+def no_failures(rc, out, items):
+    bad = {k: v for k, v in items.items() if v["status"] == "fail"}
+    check(rc == 0 and not bad, "doctor failed: rc=%d %s\n%s", rc, bad, out)
+
+
+# ---- the healthy setups ----
+
+def test_healthy_graph_delegated(binary):
+    s = Setup(binary, "okd", [("office365", graph_conn(default="yes"))],
+              server={"public_url": "https://mail.example.test"})
+    s.device_login("office365")
+    rc, out, items = s.doctor()
+    no_failures(rc, out, items)
+    for iid in ("config", "token", "scopes", "consent", "account", "mailbox", "reach_login",
+                "reach_graph", "clock", "default"):
+        expect(items, iid, "pass")
+    expect(items, "scopes", "pass", "Mail.Send", "User.Read")
+    expect(items, "account", "pass", USER)
+    expect(items, "mailbox", "pass", "ErrorInvalidRecipients", "nothing was sent")
+    expect(items, "redirect_uri", "unknown", "https://mail.example.test/oauth/callback")
+    expect(items, "secret_expiry", "unknown")
+    check(GRAPH.messages() == [], "the mailbox probe sent something: %r", GRAPH.messages())
+    # the text form: one line per item, PASS/FAIL/WARN/???? + title + evidence
+    for line in out.splitlines()[1:-1]:
+        check(re.match(r"^(PASS|FAIL|WARN|\?\?\?\?|INFO)  \S.* — |^      fix: ", line),
+              "bad line: %r", line)
+    check(re.search(r"^PASS  mailbox enabled for Graph — ", out, re.M), "%s", out)
+    check(re.search(r"^\?\?\?\?  redirect URI registered — ", out, re.M), "%s", out)
+
+
+def test_healthy_graph_app_only(binary):
+    s = Setup(binary, "oka", [("app", graph_conn(auth="app-only", default="yes"))])
+    rc, out, items = s.doctor("app")
+    no_failures(rc, out, items)
+    expect(items, "token", "pass", "client-credentials")
+    expect(items, "scopes", "pass", "Mail.Send")
+    expect(items, "mailbox", "pass", "/v1.0/users/")
+    expect(items, "account", "unknown")
+    expect(items, "redirect_uri", "pass")
+
+
+def test_healthy_smtp(binary):
+    s = Setup(binary, "oks", [("ms", mssmtp_conn(default="yes"))])
+    s.device_login("ms")
+    rc, out, items = s.doctor()
+    no_failures(rc, out, items)
+    expect(items, "smtp_auth", "pass", "235", "nothing sent")
+    expect(items, "scopes", "pass", "SMTP.Send")
+    expect(items, "reach_smtp", "pass", "STARTTLS")
+    expect(items, "account", "pass", USER)
+    check("mailbox" not in items, "a Graph mailbox probe for microsoft-smtp: %r", items)
+
+
+# ---- the seed guide's five errors, on purpose ----
+
+def test_error1_timeout(binary):
+    hole = Blackhole()
+    s = Setup(binary, "e1", [("office365", graph_conn(default="yes"))])
+    s.device_login("office365")
+    with open(s.conf) as f:
+        conf = f.read().replace("graph_url = %s" % GRAPH.base,
+                                "graph_url = https://127.0.0.1:%d" % hole.port)
+    with open(s.conf, "w") as f:
+        f.write(conf)
+    t0 = time.monotonic()
+    rc, out, items = s.doctor("--timeout", "2")
+    check(time.monotonic() - t0 < 40, "doctor took %.0f s", time.monotonic() - t0)
+    check(rc == 1, "rc=%d\n%s", rc, out)
+    expect(items, "reach_graph", "fail", "timeout", "cURL error 28", "firewall",
+           "default connection")
+    expect(items, "mailbox", "fail", "cURL error 28")
+    expect(items, "reach_login", "pass")
+    expect(items, "token", "pass")
+    check(re.search(r"^FAIL  Graph host reachable — .*\n      fix: ", out, re.M), "%s", out)
+
+
+def test_error1_no_default(binary):
+    s = Setup(binary, "e1d", [("office365", graph_conn())])
+    s.device_login("office365")
+    rc, out, items = s.doctor()  # the only connection is checked
+    check(rc == 1, "rc=%d\n%s", rc, out)
+    expect(items, "default", "fail", "no default connection",
+           "mailbridge connection default office365", "Errors 1 and 2")
+    expect(items, "token", "pass")
+    # the fix works
+    rc, o, e = s.cli("connection", "default", "office365")
+    check(rc == 0, "connection default: %d %s %s", rc, o, e)
+    rc, out, items = s.doctor()
+    no_failures(rc, out, items)
+    expect(items, "default", "pass", "office365")
+
+
+def test_error2_not_found(binary):
+    s = Setup(binary, "e2", [("office365", graph_conn(default="yes"))])
+    s.device_login("office365")
+    GRAPH.control("POST", "mailboxes/" + USER, {"licensed": False})
+    rc, out, items = s.doctor()
+    check(rc == 1, "rc=%d\n%s", rc, out)
+    expect(items, "mailbox", "fail", "MailboxNotEnabledForRESTAPI", "licence")
+    expect(items, "default", "fail", "does not work", "mailbox enabled for Graph")
+    # the other "Not Found": the default connection is some other SMTP server
+    s2 = Setup(binary, "e2b", [("office365", graph_conn()),
+                               ("relay", {"provider": "smtp", "sender": USER,
+                                          "smtp_url": SMTP.url, "default": "yes"})])
+    s2.device_login("office365")
+    GRAPH.control("POST", "mailboxes/" + USER, {"licensed": True})
+    rc, out, items = s2.doctor("office365")
+    expect(items, "default", "warn", "plain SMTP", "Error 2", "connection default")
+
+
+def test_error3_consent(binary):
+    s = Setup(binary, "e3", [("office365", graph_conn(default="yes"))])
+    s.device_login("office365")
+    for code in (65001, 90094):
+        IDP.fail_next(error="invalid_grant", code=code, grant_type="refresh_token", count=2)
+        rc, out, items = s.doctor()
+        check(rc == 1, "rc=%d\n%s", rc, out)
+        expect(items, "token", "fail", "AADSTS%d" % code, "admin consent", "owners")
+        expect(items, "consent", "fail", "Grant admin consent", "owners")
+        IDP.control("DELETE", "failures")
+
+
+def test_error4_unverified(binary):
+    s = Setup(binary, "e4", [("app", graph_conn(auth="app-only", default="yes"))])
+    rc, out, items = s.doctor()
+    expect(items, "unverified", "info", "not a blocker")
+    check(re.search(r"^INFO  \"Application is unverified\" — .*not a blocker", out, re.M),
+          "%s", out)
+    no_failures(rc, out, items)
+
+
+def test_error5_token(binary):
+    IDP.control("POST", "settings", {"access_token_ttl": 2})
+    s = Setup(binary, "e5", [("office365", graph_conn(default="yes"))])
+    s.device_login("office365")
+    time.sleep(3)  # the access token is now expired: refreshed by itself
+    rc, out, items = s.doctor()
+    no_failures(rc, out, items)
+    expect(items, "token", "pass", "refreshes them itself")
+    # a dead grant: only a new sign-in helps
+    IDP.fail_next(error="invalid_grant", code=700082, grant_type="refresh_token", count=2)
+    rc, out, items = s.doctor()
+    check(rc == 1, "rc=%d\n%s", rc, out)
+    expect(items, "token", "fail", "invalid_grant" if "invalid_grant" in out else "AADSTS700082",
+           "mailbridge auth login office365")
+    check("fix: Sign in again with `mailbridge auth login office365`" in out, "%s", out)
+
+
+# ---- more of the checklist ----
+
+def test_smtp_auth_disabled(binary):
+    s = Setup(binary, "sad", [("ms", mssmtp_conn(default="yes"))])
+    s.device_login("ms")
+    SMTP.control("POST", "faults", {"stage": "auth", "reply": "auth_disabled_mailbox",
+                                    "count": -1})
+    rc, out, items = s.doctor()
+    check(rc == 1, "rc=%d\n%s", rc, out)
+    expect(items, "smtp_auth", "fail", "5.7.139",
+           "Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false" % USER)
+    expect(items, "reach_smtp", "pass")
+
+
+def test_secret_expiry(binary):
+    # a store-made connection (config ones are mirrored afresh on every run)
+    s = Setup(binary, "sec", [])
+    rc, o, e = s.cli("connection", "add", "app", "--provider", "microsoft-graph", "--auth",
+                     "app-only", "--sender", USER, "--tenant", "contoso.test", "--client-id",
+                     CLIENT_ID, "--client-secret-file", s.secret_file, "--login-url", IDP.base,
+                     "--graph-url", GRAPH.base, "--ca-file", CA, "--default")
+    check(rc == 0, "connection add: %d %s %s", rc, o, e)
+    rc, out, items = s.doctor()
+    expect(items, "secret_expiry", "unknown", "can't tell")
+    db = sqlite3.connect(s.db)
+    cols = [r[1] for r in db.execute("PRAGMA table_info(connections)")]
+    check("secret_expires_at" in cols, "columns: %r", cols)
+    now = int(time.time() * 1000)
+    for when, want, word in ((now - 86400000, "fail", "expired"),
+                             (now + 10 * 86400000, "warn", "in 9 days"),
+                             (now + 400 * 86400000, "pass", "in 39")):
+        db.execute("UPDATE connections SET secret_expires_at = ? WHERE name = 'app'", (when,))
+        db.commit()
+        rc, out, items = s.doctor()
+        expect(items, "secret_expiry", want, word)
+        check((rc == 1) == (want == "fail"), "rc=%d for %s\n%s", rc, want, out)
+    db.close()
+
+
+def collect_issued():
+    """The tokens the IdP issued so far (before its reset forgets them)."""
+    issued = IDP.control("GET", "issued")
+    rows = issued.get("issued", issued.get("tokens", [])) if isinstance(issued, dict) else issued
+    for t in rows:
+        for k in ("access_token", "refresh_token", "id_token"):
+            if isinstance(t, dict) and t.get(k):
+                ISSUED.add(t[k])
+
+
+def test_no_secrets_in_output(binary):
+    collect_issued()
+    blob = "\n".join(OUTPUTS)
+    check(CLIENT_SECRET not in blob, "the client secret is in doctor's output")
+    check(len(ISSUED) > 5, "too few issued tokens seen: %d", len(ISSUED))
+    for t in ISSUED:
+        check(t not in blob, "a token is in doctor's output")
+    check(len(OUTPUTS) > 10, "too few outputs to check: %d", len(OUTPUTS))
+
+
+TESTS = [
+    ("healthy_graph_delegated", test_healthy_graph_delegated),
+    ("healthy_graph_app_only", test_healthy_graph_app_only),
+    ("healthy_smtp", test_healthy_smtp),
+    ("error1_timeout", test_error1_timeout),
+    ("error1_no_default", test_error1_no_default),
+    ("error2_not_found", test_error2_not_found),
+    ("error3_consent", test_error3_consent),
+    ("error4_unverified", test_error4_unverified),
+    ("error5_token", test_error5_token),
+    ("smtp_auth_disabled", test_smtp_auth_disabled),
+    ("secret_expiry", test_secret_expiry),
+    ("no_secrets_in_output", test_no_secrets_in_output),
+]
+
+
+def _raise(e):
+    raise e
+
+
+def main():
+    global IDP, GRAPH, SMTP, CA
+    if len(sys.argv) < 2:
+        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
+        return 64
+    binary = os.path.abspath(sys.argv[1])
+    only = sys.argv[2:]
+    tests = [(n, f) for n, f in TESTS if not only or n in only]
+    runner = mbtest.Runner()
+    skip = None if shutil.which("node") else "node is not installed"
+    session = []
+
+    def stop_session():
+        while session:
+            try:
+                session.pop()()
+            except Exception as e:  # keep stopping
+                print("stopping: %s" % e)
+
+    def watchdog():
+        print("WATCHDOG: the run took more than %d s; cleaning up and giving up" % BUDGET,
+              flush=True)
+        cleanup_all()
+        stop_session()
+        os._exit(3)
+    timer = threading.Timer(BUDGET, watchdog)
+    timer.daemon = True
+    timer.start()
+    setup_error = None
+    try:
+        if skip is None:
+            missing = [p for p, mod in (("idp", "oidc-provider"), ("graph", "mailparser"),
+                                        ("smtp", "smtp-server"))
+                       if not os.path.isdir(os.path.join(mbtest.PEERS_DIR, p, "node_modules",
+                                                         mod))]
+            if missing:
+                setup_error = ("tests/peers/{%s}/node_modules is missing: run "
+                               "scripts/install-peers.sh" % ",".join(missing))
+            else:
+                d = tempfile.mkdtemp(prefix="mb-it-doctor-peers-")
+                session.append(lambda: shutil.rmtree(d, ignore_errors=True))
+                try:
+                    CA, cert, key = mbtest.make_certs(d)
+                    IDP = IdP(d, CA, cert, key)
+                    session.append(IDP.stop)
+                    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
+                    session.append(GRAPH.stop)
+                    SMTP = Smtp(d, CA, cert, key, IDP.jwks_uri)
+                    session.append(SMTP.stop)
+                except Exception as e:  # reported as every test's failure
+                    setup_error = "cannot start the stand-ins: %s" % e
+        for name, fn in tests:
+            if skip:
+                runner.run(name, _raise, SkipTest(skip))
+            elif setup_error:
+                runner.run(name, _raise, RuntimeError(setup_error))
+            else:
+                if name != "no_secrets_in_output":
+                    collect_issued()
+                    IDP.reset(device_interval=1)
+                    GRAPH.reset()
+                    SMTP.reset()
+                runner.run(name, fn, binary)
+    finally:
+        cleanup_all()
+        stop_session()
+        timer.cancel()
+    return runner.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
