@@ -94,6 +94,36 @@ list(struct store *st, const struct cli_opts *o, const enum store_state *states,
 	return EX_OK;
 }
 
+static void
+attempt_json(void *arg, const struct store_attempt *a)
+{
+	json_t *o = json_object();
+	char date[40];
+
+	mb_iso_date(a->at_ms, date, sizeof(date));
+	json_object_set_new(o, "at", json_string(date));
+	json_object_set_new(o, "connection",
+	                    a->connection ? json_string(a->connection) : json_null());
+	json_object_set_new(o, "result", json_string(a->result ? a->result : ""));
+	json_object_set_new(o, "detail", a->detail ? json_string(a->detail) : json_null());
+	json_object_set_new(o, "upstream_id",
+	                    a->upstream_id ? json_string(a->upstream_id) : json_null());
+	json_object_set_new(o, "latency_ms", json_integer(a->latency_ms));
+	json_array_append_new(arg, o);
+}
+
+static void
+attempt_text(void *arg, const struct store_attempt *a)
+{
+	char date[40];
+
+	mb_iso_date(a->at_ms, date, sizeof(date));
+	printf("attempt:     %s %s via %s in %lld ms%s%s%s%s\n", date, a->result ? a->result : "",
+	       a->connection ? a->connection : "-", (long long)a->latency_ms,
+	       a->upstream_id ? " upstream=" : "", a->upstream_id ? a->upstream_id : "",
+	       a->detail && *a->detail ? " — " : "", a->detail ? a->detail : "");
+}
+
 static int
 show(struct store *st, const struct cli_opts *o, const char *id)
 {
@@ -108,7 +138,9 @@ show(struct store *st, const struct cli_opts *o, const char *id)
 	if (o->raw) {
 		fwrite(m->body, 1, m->body_len, stdout);
 	} else if (o->json) {
-		json_t *j = msg_json(m);
+		json_t *j = msg_json(m), *attempts = json_array();
+		store_attempts_list(st, id, attempt_json, attempts, NULL);
+		json_object_set_new(j, "history", attempts);
 		json_object_set_new(j, "message",
 		                    json_stringn(m->body ? m->body : "", m->body_len));
 		json_dumpf(j, stdout, JSON_INDENT(2));
@@ -127,6 +159,7 @@ show(struct store *st, const struct cli_opts *o, const char *id)
 			printf("connection:  %s\n", m->connection);
 		if (m->last_error)
 			printf("last error:  %s\n", m->last_error);
+		store_attempts_list(st, id, attempt_text, NULL, NULL);
 		printf("\n");
 		/* the header block only; --raw prints the whole message */
 		{

@@ -26,8 +26,11 @@ done(void *arg, const struct deliver_outcome *o, int64_t ms, const char *upstrea
 	struct test_run *t = arg;
 
 	if (o->result == DELIVER_OK) {
-		if (upstream && *upstream)
-			printf("delivered in %lld ms (upstream id %s)\n", (long long)ms, upstream);
+		if (upstream && strlen(upstream) > 4 && *upstream >= '2' && *upstream <= '5' &&
+		    upstream[3] == ' ')
+			printf("delivered in %lld ms (%s)\n", (long long)ms, upstream); /* SMTP */
+		else if (upstream && *upstream)
+			printf("delivered in %lld ms (request-id %s)\n", (long long)ms, upstream);
 		else
 			printf("delivered in %lld ms\n", (long long)ms);
 		t->rc = EX_OK;

@@ -131,6 +131,7 @@ from_config(const struct config_conn *cc, struct mb_err *err)
 	c->ca_file = dup_or_null(cc->ca_file);
 	c->upload_sessions =
 	    cc->large_messages && strcmp(cc->large_messages, "upload-session") == 0;
+	c->large_by_smtp = cc->large_messages && strcmp(cc->large_messages, "smtp") == 0;
 	if (cc->client_secret_file && *cc->client_secret_file) {
 		c->client_secret = read_secret_file(cc->client_secret_file, err);
 		if (c->client_secret == NULL)

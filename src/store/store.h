@@ -264,6 +264,20 @@ int64_t store_conn_usable_count(struct store *st);
 /* Whether the store takes writes (for /readyz). */
 bool store_is_writable(struct store *st);
 
+struct store_attempt {
+	int64_t at_ms;
+	const char *connection;
+	const char *result; /* sent, tempfail, permfail */
+	const char *detail;
+	const char *upstream_id;
+	int64_t latency_ms;
+};
+
+/* A message's delivery attempts, oldest first. */
+int store_attempts_list(struct store *st, const char *id,
+                        void (*cb)(void *arg, const struct store_attempt *a), void *arg,
+                        struct mb_err *err);
+
 /* Puts a deferred, failed or queued message back in the queue, due now. */
 int store_msg_requeue(struct store *st, const char *id, struct mb_err *err);
 /* Queues a copy of message id under a new id (written to new_id): to its original

@@ -587,3 +587,36 @@ store_conn_usable_count(struct store *s)
 	sqlite3_finalize(st);
 	return n;
 }
+
+int
+store_attempts_list(struct store *s, const char *id,
+                    void (*cb)(void *arg, const struct store_attempt *a), void *arg,
+                    struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT at, connection, result, detail, upstream_id, latency_ms FROM"
+	                       " attempts WHERE message_id = ? ORDER BY id",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		store_db_err(s->db, err, "listing attempts");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_attempt a = {sqlite3_column_int64(st, 0),
+		                          (const char *)sqlite3_column_text(st, 1),
+		                          (const char *)sqlite3_column_text(st, 2),
+		                          (const char *)sqlite3_column_text(st, 3),
+		                          (const char *)sqlite3_column_text(st, 4),
+		                          sqlite3_column_int64(st, 5)};
+		cb(arg, &a);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "listing attempts");
+		return -1;
+	}
+	return 0;
+}
