@@ -24,6 +24,9 @@ static const struct subcommand subcommands[] = {
     {"test", cli_test_main, "test --to ADDR [--from ADDR] [--connection NAME]  the Email Test"},
     {"doctor", cli_doctor_main,
      "doctor [NAME] [--json] [--timeout SECONDS]  the guide's checklist, run for real"},
+    {"setup", cli_setup_main,
+     "setup microsoft [--name N] [--sender ADDR] [--provider P] [--app-only] [--sign-in]  "
+     "register the app through Graph"},
     {"backup", cli_backup_main, "backup FILE  a consistent copy of the live store"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},
 };

@@ -15,7 +15,7 @@ export const RESOURCES = {
   'https://graph.microsoft.com': {
     // the directory scopes are for `mailbridge setup microsoft` (an admin's sign-in, §6)
     scopes: ['Mail.Send', 'Mail.Send.Shared', 'Mail.ReadWrite', 'Mail.Read', 'User.Read',
-      'Application.Read.All', 'Application.ReadWrite.All', 'DelegatedPermissionGrant.ReadWrite.All',
+      'User.ReadBasic.All', 'Application.Read.All', 'Application.ReadWrite.All', 'DelegatedPermissionGrant.ReadWrite.All',
       'AppRoleAssignment.ReadWrite.All', '.default'],
     defaultDelegated: ['Mail.Send', 'User.Read'],
   },
@@ -66,6 +66,15 @@ export const DEFAULT_CLIENTS = [
     public: true,
     redirect_uris: ['http://127.0.0.1/oauth/callback', 'http://localhost/oauth/callback'],
     grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+  },
+  {
+    // the bootstrap public client `mailbridge setup microsoft` signs the admin in with
+    // (reference §6.1: "Microsoft Graph Command Line Tools"); device code only
+    client_id: '14d82eec-204b-4c2f-b7e8-296a70dab67e',
+    name: 'Microsoft Graph Command Line Tools',
+    public: true,
+    redirect_uris: ['http://localhost'],
+    grant_types: ['refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
   },
 ];
 
