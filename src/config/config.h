@@ -106,6 +106,7 @@ struct config_conn {
 	int64_t messages_per_minute;
 	int64_t daily_recipients;
 	int64_t fallback_after;
+	int64_t request_timeout;
 	char *tls;
 	char *username;
 	char *password_file;

@@ -141,6 +141,9 @@ static const struct config_param config_table[] = {
            "Microsoft (Exchange allows 10,000); 0 means no budget."),
     CONN_N(fallback_after, CONFIG_INT, "3", 1, 100,
            "Temporary failures of a message before the fallback connection is tried."),
+    CONN_N(request_timeout, CONFIG_DURATION, "60s", 1, 600,
+           "How long one request to Microsoft Graph may take before it counts as a timeout "
+           "(the guide's \"cURL error 28\"); SMTP sessions get twice as long."),
     CONN(tls, CONFIG_ENUM, "required", "required|none",
          "For provider = smtp: TLS to the upstream is required unless this says none."),
     CONN(username, CONFIG_STR, NULL, NULL,

@@ -59,6 +59,7 @@ struct conn_rt {
 	int64_t per_minute;
 	int64_t daily;
 	int64_t fallback_after;
+	int64_t timeout_ms;
 	bool tls_required;
 	char *username;
 	char *password; /* provider = smtp; wiped on free */
@@ -212,6 +213,7 @@ conn_load(struct deliver *d, const char *name)
 	c->per_minute = 0;
 	c->daily = 10000;
 	c->fallback_after = 3;
+	c->timeout_ms = 60000;
 	c->tls_required = true;
 	if (cc) {
 		for (size_t i = 0; i < cc->senders.n; i++) {
@@ -227,6 +229,7 @@ conn_load(struct deliver *d, const char *name)
 		c->per_minute = cc->messages_per_minute;
 		c->daily = cc->daily_recipients;
 		c->fallback_after = cc->fallback_after;
+		c->timeout_ms = cc->request_timeout * 1000;
 		c->tls_required = cc->tls == NULL || strcmp(cc->tls, "none") != 0;
 		c->username = cc->username ? mb_strdup(cc->username) : NULL;
 		c->password = secret_from(cc->password_file, cc->password_env);
@@ -560,7 +563,8 @@ send_graph(struct attempt *a, const char *token)
 	static const char *const hdrs[] = {"Content-Type: text/plain", NULL};
 	struct oauth_conn *oc = a->c->oc;
 	struct mb_buf url = {0};
-	struct http_request req = {.method = "POST", .headers = hdrs, .timeout_ms = 60000};
+	struct http_request req = {
+	    .method = "POST", .headers = hdrs, .timeout_ms = a->c->timeout_ms};
 
 	if (oc->auth == OAUTH_AUTH_APP_ONLY)
 		mb_buf_printf(&url, "%s/v1.0/users/%s/sendMail", oc->ep.graph, oc->sender);
@@ -594,6 +598,7 @@ send_smtp(struct attempt *a, const char *token)
 	else
 		req.password = c->password;
 	req.mail_from = from;
+	req.timeout_ms = 2 * c->timeout_ms;
 	req.rcpts = (const char *const *)a->m->rcpts;
 	req.nrcpts = a->m->nrcpts;
 	req.data = a->payload.data;

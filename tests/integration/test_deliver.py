@@ -611,6 +611,22 @@ def test_retry_after(binary):
     check(gap < 6.0, "retried only %.2f s after a 3 s Retry-After", gap)
 
 
+def test_timeout(binary):
+    """Graph does not answer within request_timeout: deferred with the guide's "cURL error 28"
+    explanation, then sent once Graph answers again."""
+    g = Gateway(binary, "to", [("app", graph_conn(USER, default="yes",
+                                                  request_timeout="2s"))]).start()
+    GRAPH.fault(kind="hang", delay_ms=10000, count=1, path_prefix="/v1.0/users")
+    t0 = time.time()
+    qid = submit(g, USER, ["to@contoso.test"], make_msg(USER, "to@contoso.test", "slow",
+                                                        msgid="<to-1@client.test>"))
+    m = g.wait_state(qid, "deferred", timeout=15)
+    e = err_of(m)
+    check("cURL error 28" in e and "Fix:" in e, "last_error: %r", e)
+    check(time.time() - t0 < 9, "the 2 s request_timeout took %.1f s", time.time() - t0)
+    g.wait_state(qid, "sent", timeout=20)
+
+
 # ---- 6: fallback ----
 
 def test_fallback(binary):
@@ -1091,6 +1107,7 @@ TESTS = [
     ("caps_graph", test_caps_graph),
     ("caps_smtp", test_caps_smtp),
     ("retry_after", test_retry_after),
+    ("timeout", test_timeout),
     ("fallback", test_fallback),
     ("smtp_transports", test_smtp_transports),
     ("mssmtp_signin_token", test_mssmtp_signin_token),

@@ -337,7 +337,7 @@ test_bounds(void **state)
 		}
 		checked++;
 	}
-	assert_int_equal(checked, 15);
+	assert_int_equal(checked, 16);
 }
 
 static void
