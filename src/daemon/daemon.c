@@ -102,8 +102,9 @@ out:
 	smtp_server_close(d.smtp);
 	deliver_stop(d.deliver);
 	http_client_free(d.http); /* ends deliveries and token requests in flight */
-	deliver_free(d.deliver);
+	/* the writer's last callbacks (a claim, a prune) still reach the deliverer and us */
 	store_writer_free(d.writer);
+	deliver_free(d.deliver);
 	smtp_server_free(d.smtp);
 	oauth_tm_free(d.tm);
 	store_close(d.st);

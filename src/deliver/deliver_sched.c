@@ -778,6 +778,13 @@ on_claimed(void *arg, struct store_msg **msgs, size_t n)
 	struct deliver *d = arg;
 
 	d->claiming = false;
+	if (d->stopping) {
+		/* claimed as we stopped: their leases are given back at the next start */
+		for (size_t i = 0; i < n; i++)
+			store_msg_free(msgs[i]);
+		free(msgs);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const char *why = NULL;
 		struct conn_rt *c = route(d, msgs[i], &why);
