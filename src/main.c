@@ -27,6 +27,9 @@ static const struct subcommand subcommands[] = {
     {"setup", cli_setup_main,
      "setup microsoft [--name N] [--sender ADDR] [--provider P] [--app-only] [--sign-in]  "
      "register the app through Graph"},
+    {"admin", cli_admin_main,
+     "admin password | admin token create NAME | token list [--json] | token revoke NAME  "
+     "API access"},
     {"backup", cli_backup_main, "backup FILE  a consistent copy of the live store"},
     {"hash-password", cli_hash_password_main, "hash-password  (reads a password on stdin)"},
 };

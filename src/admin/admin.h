@@ -1,6 +1,12 @@
 /*
- * admin: the embedded HTTP server on http_listen: /healthz, /readyz, /metrics and the OAuth
- * callback now; the JSON API and the web UI later. Routes are a table of {method, path, handler}.
+ * admin: the embedded HTTP server on http_listen: /healthz, /readyz, /metrics, the OAuth
+ * callback and the JSON API under /api/v1 (docs/api.md); the web UI later. Routes are a table of
+ * {method, path, handler}.
+ *
+ * Access to /api/v1: an admin session (cookie mb_session, plus X-CSRF-Token on state-changing
+ * methods) or an API token (Authorization: Bearer). Nothing is trusted for its address, not
+ * even loopback. The password hash, the session ids and the API tokens are kept in the store,
+ * the last two only as SHA-256.
  */
 #ifndef MB_ADMIN_H
 #define MB_ADMIN_H
@@ -30,5 +36,17 @@ struct admin *admin_new(struct ev_loop *loop, const struct admin_deps *deps, str
 /* A reloaded config (http_listen changes need a restart). */
 void admin_set_config(struct admin *a, const struct config *cfg);
 void admin_free(struct admin *a);
+
+/* The settings key of the admin password's scrypt hash, and its shortest length. */
+#define ADMIN_PASSWORD_SETTING "admin_password_hash"
+#define ADMIN_PASSWORD_MIN     12
+/* An API token starts with this. */
+#define ADMIN_TOKEN_PREFIX "mbt_"
+
+/* A new API token: ADMIN_TOKEN_PREFIX + 32 random bytes in base64url. Free with
+ * mb_secret_free. */
+char *admin_token_new(void);
+/* SHA-256 of a credential, lowercase hex: how sessions and tokens are stored and found. */
+void admin_secret_hash(const char *secret, char out[65]);
 
 #endif

@@ -98,6 +98,10 @@ dispatch(void *arg, struct ev_http_req *req)
 	const char *method = ev_http_req_method(req), *path = ev_http_req_path(req);
 	bool path_known = false;
 
+	if (strncmp(path, "/api/v1/", 8) == 0) {
+		admin_api_dispatch(a, req);
+		return;
+	}
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		if (strcmp(routes[i].path, path) != 0)
 			continue;

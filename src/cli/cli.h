@@ -22,5 +22,6 @@ int cli_test_main(int argc, char **argv);
 int cli_backup_main(int argc, char **argv);
 int cli_doctor_main(int argc, char **argv);
 int cli_setup_main(int argc, char **argv);
+int cli_admin_main(int argc, char **argv);
 
 #endif

@@ -34,4 +34,8 @@ struct config *cli_config_load(const struct cli_opts *o);
 /* The same, with the reason in err instead of on stderr (for a reload). */
 struct config *cli_config_load_err(const struct cli_opts *o, struct mb_err *err);
 
+/* One line from stdin, without echo on a terminal (after printing prompt to stderr). Free
+ * it with mb_secret_free. */
+char *cli_read_secret(const char *prompt);
+
 #endif

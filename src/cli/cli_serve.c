@@ -85,8 +85,8 @@ cli_config_main(int argc, char **argv)
 }
 
 /* Reads one line from stdin without echo when it is a terminal. */
-static char *
-read_secret_line(const char *prompt)
+char *
+cli_read_secret(const char *prompt)
 {
 	struct termios old, quiet;
 	bool tty = isatty(STDIN_FILENO);
@@ -124,7 +124,7 @@ cli_hash_password_main(int argc, char **argv)
 		        "usage: mailbridge hash-password   (reads the password on stdin)\n");
 		return EX_USAGE;
 	}
-	pw = read_secret_line("password: ");
+	pw = cli_read_secret("password: ");
 	if (strlen(pw) < 8) {
 		fprintf(stderr, "mailbridge: a password needs at least 8 characters\n");
 		mb_secret_free(pw);

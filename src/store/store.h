@@ -187,6 +187,37 @@ int store_setting_get(struct store *st, const char *key, char **value, struct mb
 /* A NULL value removes the key (removing an absent key is not an error). */
 int store_setting_set(struct store *st, const char *key, const char *value, struct mb_err *err);
 
+/* ---- admin API access (store_admin.c) ----
+ *
+ * Sessions and API tokens are stored as the SHA-256 (hex) of what the client holds; the
+ * caller hashes. A missing or expired row is MB_ENOTFOUND. */
+
+int store_admin_session_put(struct store *st, const char *id_hash, const char *csrf,
+                            const char *peer, int64_t expires_ms, struct mb_err *err);
+/* An unexpired session; *csrf (a new string) and *expires_ms may be NULL. */
+int store_admin_session_get(struct store *st, const char *id_hash, char **csrf, int64_t *expires_ms,
+                            struct mb_err *err);
+int store_admin_session_delete(struct store *st, const char *id_hash, struct mb_err *err);
+/* Removes expired sessions. */
+int store_admin_session_prune(struct store *st, struct mb_err *err);
+
+struct store_api_token {
+	const char *name;
+	const char *fingerprint;
+	int64_t created_ms;
+	int64_t last_used_ms; /* 0 never */
+};
+
+/* MB_EINVAL when a token of that name exists. */
+int store_api_token_put(struct store *st, const char *name, const char *hash,
+                        const char *fingerprint, struct mb_err *err);
+/* The name of the token with this hash (*name a new string, may be NULL); records its use. */
+int store_api_token_find(struct store *st, const char *hash, char **name, struct mb_err *err);
+int store_api_token_list(struct store *st, void (*cb)(void *arg, const struct store_api_token *t),
+                         void *arg, struct mb_err *err);
+/* MB_ENOTFOUND when no token has that name. */
+int store_api_token_delete(struct store *st, const char *name, struct mb_err *err);
+
 /* ---- OAuth sign-in states: the browser flow's `state`, single use, short-lived ---- */
 
 #define STORE_OAUTH_STATE_MAX_AGE_MS (10 * 60 * 1000)

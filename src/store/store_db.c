@@ -110,6 +110,22 @@ static const char *const migrations[] = {
     " result TEXT CHECK (result IN ('ok','error')),"
     " detail TEXT"
     ") STRICT;",
+    /* 3: admin API access: browser sessions and API tokens, both kept only as SHA-256 */
+    "CREATE TABLE admin_sessions ("
+    " id_hash TEXT PRIMARY KEY,"
+    " csrf TEXT NOT NULL,"
+    " peer TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX admin_sessions_expires ON admin_sessions(expires_at);"
+    "CREATE TABLE api_tokens ("
+    " name TEXT PRIMARY KEY,"
+    " hash TEXT NOT NULL UNIQUE,"
+    " fingerprint TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " last_used_at INTEGER"
+    ") STRICT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -238,16 +238,16 @@ test_open_fresh(void **state)
 	struct store *st;
 	sqlite3 *db;
 
-	assert_int_equal(store_schema_version(f->st), 2);
+	assert_int_equal(store_schema_version(f->st), 3);
 	/* reopening without create finds the same version */
 	st = store_open(f->dir, false, &err);
 	assert_non_null(st);
-	assert_int_equal(store_schema_version(st), 2);
+	assert_int_equal(store_schema_version(st), 3);
 	store_close(st);
 
 	/* a database from a newer mailbridge is refused, not downgraded */
 	db = raw_open(f->dir);
-	raw_exec(db, "PRAGMA user_version = 3");
+	raw_exec(db, "PRAGMA user_version = 4");
 	sqlite3_close(db);
 	st = store_open(f->dir, true, &err);
 	assert_null(st);
@@ -302,7 +302,7 @@ test_migrate_v1(void **state)
 
 	f->st = store_open(f->dir, true, &err);
 	assert_non_null(f->st);
-	assert_int_equal(store_schema_version(f->st), 2);
+	assert_int_equal(store_schema_version(f->st), 3);
 
 	m = store_msg_get(f->st, "0000000001AAAAAA", true, &err);
 	assert_non_null(m);
