@@ -567,3 +567,82 @@ def parse_prom(text):
 def prom_value(samples, name, **labels):
     """The value of one sample (None when absent)."""
     return samples.get((name, frozenset(labels.items())))
+
+
+# ---- a run of tests that share npm stand-ins ----
+
+def _raise(e):
+    raise e
+
+
+def run_with_peers(tests, budget, label, peers, start, before_each=None, need=()):
+    """The main() of a test file whose tests share stand-ins (tests/peers/<name>).
+
+    tests: [(name, fn(binary))]; budget: seconds for the whole run (a watchdog cleans up
+    and exits past it); label: names the temp directory; peers: {peer dir: npm module that
+    must be installed}; start(tmpdir, binary, session): starts the peers, appending a stop
+    function per peer to session (they outlive each test's cleanup); before_each(name):
+    resets the peers before a test; need: further programs that must be on the PATH.
+    Without node or a needed program every test is skipped; peers that cannot start fail
+    every test with the reason. Returns the exit status."""
+    if len(sys.argv) < 2:
+        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
+        return 64
+    binary = os.path.abspath(sys.argv[1])
+    only = sys.argv[2:]
+    selected = [(n, f) for n, f in tests if not only or n in only]
+    runner = Runner()
+    skip = None
+    if shutil.which("node") is None:
+        skip = "node is not installed (scripts/install-deps.sh --test installs it)"
+    for prog in need:
+        if skip is None and shutil.which(prog) is None:
+            skip = "%s is not installed" % prog
+    session = []
+
+    def stop_session():
+        while session:
+            try:
+                session.pop()()
+            except Exception as e:  # keep stopping
+                print("stopping: %s" % e)
+
+    def watchdog():
+        print("WATCHDOG: the run took more than %d s; cleaning up and giving up" % budget,
+              flush=True)
+        cleanup_all()
+        stop_session()
+        os._exit(3)
+    timer = threading.Timer(budget, watchdog)
+    timer.daemon = True
+    timer.start()
+    setup_error = None
+    try:
+        if skip is None:
+            missing = [p for p, mod in sorted(peers.items())
+                       if not os.path.isdir(os.path.join(PEERS_DIR, p, "node_modules", mod))]
+            if missing:
+                setup_error = ("tests/peers/{%s}/node_modules is missing: run "
+                               "scripts/install-peers.sh" % ",".join(missing))
+            else:
+                d = tempfile.mkdtemp(prefix="mb-it-%s-peers-" % label)
+                session.append(lambda: shutil.rmtree(d, ignore_errors=True))
+                try:
+                    start(d, binary, session)
+                except Exception as e:  # reported as every test's failure
+                    v = run(["node", "--version"]).stdout.decode().strip()
+                    setup_error = "cannot start the stand-ins with node %s: %s" % (v, e)
+        for name, fn in selected:
+            if skip:
+                runner.run(name, _raise, SkipTest(skip))
+            elif setup_error:
+                runner.run(name, _raise, RuntimeError(setup_error))
+            else:
+                if before_each:
+                    before_each(name)
+                runner.run(name, fn, binary)
+    finally:
+        cleanup_all()
+        stop_session()
+        timer.cancel()
+    return runner.finish()

@@ -1121,82 +1121,28 @@ TESTS = [
 ]
 
 
-def _raise(e):
-    raise e
+def _start_peers(d, binary, session):
+    global IDP, GRAPH, SMTP, CA
+    CA, cert, key = mbtest.make_certs(d)
+    IDP = IdP(d, CA, cert, key)
+    session.append(IDP.stop)
+    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
+    session.append(GRAPH.stop)
+    SMTP = Smtp(d, CA, cert, key, IDP.jwks_uri)
+    session.append(SMTP.stop)
+
+
+def _before_each(name):
+    IDP.reset(device_interval=1)
+    GRAPH.reset()
+    SMTP.reset()
 
 
 def main():
-    global IDP, GRAPH, SMTP, CA
-    if len(sys.argv) < 2:
-        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
-        return 64
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2:]
-    tests = [(n, f) for n, f in TESTS if not only or n in only]
-    runner = mbtest.Runner()
-    skip = None
-    if shutil.which("node") is None:
-        skip = "node is not installed (scripts/install-deps.sh --test installs it)"
-    elif shutil.which("swaks") is None:
-        skip = "swaks is not installed"
-    session = []  # the peers and their directory: they outlive each test's cleanup
-
-    def stop_session():
-        while session:
-            try:
-                session.pop()()
-            except Exception as e:  # keep stopping
-                print("stopping: %s" % e)
-
-    def watchdog():
-        print("WATCHDOG: the run took more than %d s; cleaning up and giving up" % BUDGET,
-              flush=True)
-        cleanup_all()
-        stop_session()
-        os._exit(3)
-    timer = threading.Timer(BUDGET, watchdog)
-    timer.daemon = True
-    timer.start()
-    setup_error = None
-    try:
-        if skip is None:
-            missing = [p for p, mod in (("idp", "oidc-provider"), ("graph", "mailparser"),
-                                        ("smtp", "smtp-server"))
-                       if not os.path.isdir(os.path.join(mbtest.PEERS_DIR, p, "node_modules",
-                                                         mod))]
-            if missing:
-                setup_error = ("tests/peers/{%s}/node_modules is missing: run "
-                               "scripts/install-peers.sh" % ",".join(missing))
-            else:
-                d = tempfile.mkdtemp(prefix="mb-it-deliver-peers-")
-                session.append(lambda: shutil.rmtree(d, ignore_errors=True))
-                try:
-                    CA, cert, key = mbtest.make_certs(d)
-                    IDP = IdP(d, CA, cert, key)
-                    session.append(IDP.stop)
-                    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
-                    session.append(GRAPH.stop)
-                    SMTP = Smtp(d, CA, cert, key, IDP.jwks_uri)
-                    session.append(SMTP.stop)
-                except Exception as e:  # reported as every test's failure
-                    v = run(["node", "--version"]).stdout.decode().strip()
-                    setup_error = "cannot start the stand-ins with node %s: %s" % (v, e)
-        for name, fn in tests:
-            if skip:
-                runner.run(name, _raise, SkipTest(skip))
-            elif setup_error:
-                runner.run(name, _raise, RuntimeError(setup_error))
-            else:
-                IDP.reset(device_interval=1)
-                GRAPH.reset()
-                SMTP.reset()
-                runner.run(name, fn, binary)
-    finally:
-        cleanup_all()
-        stop_session()
-        timer.cancel()
-    return runner.finish()
-
+    return mbtest.run_with_peers(TESTS, BUDGET, "deliver",
+                                 {"idp": "oidc-provider", "graph": "mailparser",
+                                  "smtp": "smtp-server"},
+                                 _start_peers, _before_each, need=("swaks",))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -373,75 +373,23 @@ TESTS = [
 ]
 
 
-def _raise(e):
-    raise e
+def _start_peers(d, binary, session):
+    global IDP, GRAPH, CA, ENV
+    CA, cert, key = mbtest.make_certs(d)
+    IDP = IdP(d, CA, cert, key)
+    session.append(IDP.stop)
+    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
+    session.append(GRAPH.stop)
+    IDP.reset(device_interval=1)
+    GRAPH.reset()
+    ENV = Env(binary)
+    session.append(lambda: shutil.rmtree(ENV.tmp, ignore_errors=True))
 
 
 def main():
-    global IDP, GRAPH, CA, ENV
-    if len(sys.argv) < 2:
-        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
-        return 64
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2:]
-    tests = [(n, f) for n, f in TESTS if not only or n in only]
-    runner = mbtest.Runner()
-    skip = None if shutil.which("node") else "node is not installed"
-    session = []
-
-    def stop_session():
-        while session:
-            try:
-                session.pop()()
-            except Exception as e:  # keep stopping
-                print("stopping: %s" % e)
-
-    def watchdog():
-        print("WATCHDOG: the run took more than %d s; cleaning up and giving up" % BUDGET,
-              flush=True)
-        cleanup_all()
-        stop_session()
-        os._exit(3)
-    timer = threading.Timer(BUDGET, watchdog)
-    timer.daemon = True
-    timer.start()
-    setup_error = None
-    try:
-        if skip is None:
-            missing = [p for p, mod in (("idp", "oidc-provider"), ("graph", "mailparser"))
-                       if not os.path.isdir(os.path.join(mbtest.PEERS_DIR, p, "node_modules",
-                                                         mod))]
-            if missing:
-                setup_error = ("tests/peers/{%s}/node_modules is missing: run "
-                               "scripts/install-peers.sh" % ",".join(missing))
-            else:
-                d = tempfile.mkdtemp(prefix="mb-it-setup-peers-")
-                session.append(lambda: shutil.rmtree(d, ignore_errors=True))
-                try:
-                    CA, cert, key = mbtest.make_certs(d)
-                    IDP = IdP(d, CA, cert, key)
-                    session.append(IDP.stop)
-                    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
-                    session.append(GRAPH.stop)
-                    IDP.reset(device_interval=1)
-                    GRAPH.reset()
-                    ENV = Env(binary)
-                    session.append(lambda: shutil.rmtree(ENV.tmp, ignore_errors=True))
-                except Exception as e:  # reported as every test's failure
-                    setup_error = "cannot start the stand-ins: %s" % e
-        for name, fn in tests:
-            if skip:
-                runner.run(name, _raise, SkipTest(skip))
-            elif setup_error:
-                runner.run(name, _raise, RuntimeError(setup_error))
-            else:
-                runner.run(name, fn, binary)
-    finally:
-        cleanup_all()
-        stop_session()
-        timer.cancel()
-    return runner.finish()
-
+    return mbtest.run_with_peers(TESTS, BUDGET, "setup",
+                                 {"idp": "oidc-provider", "graph": "mailparser"},
+                                 _start_peers)
 
 if __name__ == "__main__":
     sys.exit(main())
