@@ -5,35 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int
-prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, struct mb_err *err)
-{
-	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		store_db_err(db, err, what);
-		return -1;
-	}
-	return 0;
-}
-
-static int
-step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
-{
-	int rc = sqlite3_step(st);
-
-	if (rc != SQLITE_DONE)
-		store_db_err(db, err, what);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
-static char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t ? mb_strdup((const char *)t) : NULL;
-}
-
 /* ---- sessions ---- */
 
 int
@@ -43,17 +14,18 @@ store_admin_session_put(struct store *s, const char *id_hash, const char *csrf, 
 	static const char what[] = "saving an admin session";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db,
-	            "INSERT INTO admin_sessions (id_hash, csrf, peer, created_at, expires_at)"
-	            " VALUES (?, ?, ?, ?, ?)",
-	            &st, what, err) < 0)
+	if (store_db_prepare(
+	        s->db,
+	        "INSERT INTO admin_sessions (id_hash, csrf, peer, created_at, expires_at)"
+	        " VALUES (?, ?, ?, ?, ?)",
+	        &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, id_hash, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, csrf, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, peer, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, mb_now_ms());
 	sqlite3_bind_int64(st, 5, expires_ms);
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 int
@@ -64,7 +36,7 @@ store_admin_session_get(struct store *s, const char *id_hash, char **csrf, int64
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(
+	if (store_db_prepare(
 	        s->db,
 	        "SELECT csrf, expires_at FROM admin_sessions WHERE id_hash = ? AND expires_at > ?",
 	        &st, what, err) < 0)
@@ -74,7 +46,7 @@ store_admin_session_get(struct store *s, const char *id_hash, char **csrf, int64
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		if (csrf)
-			*csrf = col_text(st, 0);
+			*csrf = store_db_col_text(st, 0);
 		if (expires_ms)
 			*expires_ms = sqlite3_column_int64(st, 1);
 	} else if (rc == SQLITE_DONE) {
@@ -92,10 +64,11 @@ store_admin_session_delete(struct store *s, const char *id_hash, struct mb_err *
 	static const char what[] = "removing an admin session";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db, "DELETE FROM admin_sessions WHERE id_hash = ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "DELETE FROM admin_sessions WHERE id_hash = ?", &st, what,
+	                     err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, id_hash, -1, SQLITE_STATIC);
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 int
@@ -104,10 +77,11 @@ store_admin_session_prune(struct store *s, struct mb_err *err)
 	static const char what[] = "pruning admin sessions";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db, "DELETE FROM admin_sessions WHERE expires_at <= ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "DELETE FROM admin_sessions WHERE expires_at <= ?", &st, what,
+	                     err) < 0)
 		return -1;
 	sqlite3_bind_int64(st, 1, mb_now_ms());
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 /* ---- API tokens ---- */
@@ -120,7 +94,7 @@ store_api_token_put(struct store *s, const char *name, const char *hash, const c
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(
+	if (store_db_prepare(
 	        s->db,
 	        "INSERT INTO api_tokens (name, hash, fingerprint, created_at) VALUES (?, ?, ?, ?)",
 	        &st, what, err) < 0)
@@ -146,13 +120,14 @@ store_api_token_find(struct store *s, const char *hash, char **name, struct mb_e
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT name FROM api_tokens WHERE hash = ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "SELECT name FROM api_tokens WHERE hash = ?", &st, what, err) <
+	    0)
 		return -1;
 	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		if (name)
-			*name = col_text(st, 0);
+			*name = store_db_col_text(st, 0);
 	} else if (rc == SQLITE_DONE) {
 		mb_err_set(err, MB_ENOTFOUND, "no such API token");
 	} else {
@@ -162,11 +137,11 @@ store_api_token_find(struct store *s, const char *hash, char **name, struct mb_e
 	if (rc != SQLITE_ROW)
 		return -1;
 	/* last use is for `admin token list`; failing to record it is not worth refusing */
-	if (prepare(s->db, "UPDATE api_tokens SET last_used_at = ? WHERE hash = ?", &st, what,
-	            NULL) == 0) {
+	if (store_db_prepare(s->db, "UPDATE api_tokens SET last_used_at = ? WHERE hash = ?", &st,
+	                     what, NULL) == 0) {
 		sqlite3_bind_int64(st, 1, mb_now_ms());
 		sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
-		step_done(s->db, st, what, NULL);
+		store_db_step_done(s->db, st, what, NULL);
 	}
 	return 0;
 }
@@ -179,10 +154,10 @@ store_api_token_list(struct store *s, void (*cb)(void *arg, const struct store_a
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db,
-	            "SELECT name, fingerprint, created_at, last_used_at FROM api_tokens"
-	            " ORDER BY name",
-	            &st, what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "SELECT name, fingerprint, created_at, last_used_at FROM api_tokens"
+	                     " ORDER BY name",
+	                     &st, what, err) < 0)
 		return -1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_api_token t = {
@@ -205,10 +180,10 @@ store_api_token_delete(struct store *s, const char *name, struct mb_err *err)
 	static const char what[] = "revoking an API token";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db, "DELETE FROM api_tokens WHERE name = ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "DELETE FROM api_tokens WHERE name = ?", &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	if (step_done(s->db, st, what, err) < 0)
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
 	if (sqlite3_changes(s->db) == 0) {
 		mb_err_set(err, MB_ENOTFOUND, "no API token called %s", name);

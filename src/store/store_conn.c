@@ -34,14 +34,6 @@ store_conn_free(struct store_conn *c)
 	free(c);
 }
 
-static char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t ? mb_strdup((const char *)t) : NULL;
-}
-
 /* 0 means unknown and is stored as NULL. */
 static void
 bind_ms(sqlite3_stmt *st, int i, int64_t ms)
@@ -58,28 +50,6 @@ conn_state_is_valid(const char *s)
 	return s &&
 	       (strcmp(s, STORE_CONN_NOT_AUTHORIZED) == 0 ||
 	        strcmp(s, STORE_CONN_AUTHORIZED) == 0 || strcmp(s, STORE_CONN_NEEDS_REAUTH) == 0);
-}
-
-/* Steps a statement that returns no rows, and finalizes it. */
-static int
-step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
-{
-	int rc = sqlite3_step(st);
-
-	if (rc != SQLITE_DONE)
-		store_db_err(db, err, what);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
-static int
-prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, struct mb_err *err)
-{
-	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		store_db_err(db, err, what);
-		return -1;
-	}
-	return 0;
 }
 
 int
@@ -99,7 +69,7 @@ store_conn_put(struct store *s, const struct store_conn *c, struct mb_err *err)
 		           c->name);
 		return -1;
 	}
-	if (prepare(
+	if (store_db_prepare(
 	        s->db,
 	        "INSERT INTO connections (name, provider, sender, settings, source, secret,"
 	        " secret_fp, secret_expires_at, created_at, updated_at)"
@@ -123,7 +93,7 @@ store_conn_put(struct store *s, const struct store_conn *c, struct mb_err *err)
 	sqlite3_bind_text(st, 7, c->secret_fp, -1, SQLITE_STATIC);
 	bind_ms(st, 8, c->secret_expires_ms);
 	sqlite3_bind_int64(st, 9, now);
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 #define CONN_COLS                                                                                  \
@@ -136,18 +106,18 @@ row_to_conn(sqlite3_stmt *st)
 {
 	struct store_conn *c = store_conn_new();
 
-	c->name = col_text(st, 0);
-	c->provider = col_text(st, 1);
-	c->sender = col_text(st, 2);
-	c->settings = col_text(st, 3);
-	c->source = col_text(st, 4);
-	c->state = col_text(st, 5);
-	c->state_reason = col_text(st, 6);
-	c->account = col_text(st, 7);
-	c->scopes = col_text(st, 8);
-	c->last_error = col_text(st, 9);
-	c->last_fix = col_text(st, 10);
-	c->secret_fp = col_text(st, 11);
+	c->name = store_db_col_text(st, 0);
+	c->provider = store_db_col_text(st, 1);
+	c->sender = store_db_col_text(st, 2);
+	c->settings = store_db_col_text(st, 3);
+	c->source = store_db_col_text(st, 4);
+	c->state = store_db_col_text(st, 5);
+	c->state_reason = store_db_col_text(st, 6);
+	c->account = store_db_col_text(st, 7);
+	c->scopes = store_db_col_text(st, 8);
+	c->last_error = store_db_col_text(st, 9);
+	c->last_fix = store_db_col_text(st, 10);
+	c->secret_fp = store_db_col_text(st, 11);
 	if (sqlite3_column_type(st, 12) == SQLITE_BLOB) {
 		const void *p = sqlite3_column_blob(st, 12);
 		int n = sqlite3_column_bytes(st, 12);
@@ -172,8 +142,8 @@ store_conn_get(struct store *s, const char *name, struct mb_err *err)
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT " CONN_COLS " FROM connections WHERE name = ?", &st, what, err) <
-	    0)
+	if (store_db_prepare(s->db, "SELECT " CONN_COLS " FROM connections WHERE name = ?", &st,
+	                     what, err) < 0)
 		return NULL;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -197,8 +167,8 @@ store_conn_list(struct store *s, int (*cb)(void *arg, const struct store_conn *c
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT " CONN_COLS " FROM connections ORDER BY name", &st, what, err) <
-	    0)
+	if (store_db_prepare(s->db, "SELECT " CONN_COLS " FROM connections ORDER BY name", &st,
+	                     what, err) < 0)
 		return -1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		rows = mb_realloc(rows, (n + 1) * sizeof(*rows));
@@ -222,10 +192,10 @@ delete_where_conn(struct store *s, const char *sql, const char *name, struct mb_
 	static const char what[] = "removing a connection";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db, sql, &st, what, err) < 0)
+	if (store_db_prepare(s->db, sql, &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 int
@@ -259,7 +229,7 @@ static int
 update_one(struct store *s, sqlite3_stmt *st, const char *name, const char *what,
            struct mb_err *err)
 {
-	if (step_done(s->db, st, what, err) < 0)
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
 	if (sqlite3_changes(s->db) == 0) {
 		mb_err_set(err, MB_ENOTFOUND, "no connection called %s", name);
@@ -282,10 +252,10 @@ store_conn_set_state(struct store *s, const char *name, const char *state, const
 		           STORE_CONN_NEEDS_REAUTH);
 		return -1;
 	}
-	if (prepare(s->db,
-	            "UPDATE connections SET state = ?, state_reason = ?, last_error = ?,"
-	            " last_fix = ?, updated_at = ? WHERE name = ?",
-	            &st, what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "UPDATE connections SET state = ?, state_reason = ?, last_error = ?,"
+	                     " last_fix = ?, updated_at = ? WHERE name = ?",
+	                     &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
@@ -303,10 +273,10 @@ store_conn_set_account(struct store *s, const char *name, const char *account, c
 	static const char what[] = "saving a connection's account";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db,
-	            "UPDATE connections SET account = ?, scopes = ?, last_refresh_at = ?,"
-	            " updated_at = ? WHERE name = ?",
-	            &st, what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "UPDATE connections SET account = ?, scopes = ?, last_refresh_at = ?,"
+	                     " updated_at = ? WHERE name = ?",
+	                     &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, scopes, -1, SQLITE_STATIC);

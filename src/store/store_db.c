@@ -143,6 +143,36 @@ store_db_err(sqlite3 *db, struct mb_err *err, const char *what)
 }
 
 int
+store_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what,
+                 struct mb_err *err)
+{
+	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+		store_db_err(db, err, what);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_db_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE)
+		store_db_err(db, err, what);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+char *
+store_db_col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t ? mb_strdup((const char *)t) : NULL;
+}
+
+int
 store_db_exec(sqlite3 *db, const char *sql, struct mb_err *err)
 {
 	char *msg = NULL;

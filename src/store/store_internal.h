@@ -14,6 +14,13 @@ struct store {
 sqlite3 *store_db_open(const char *data_dir, bool create, struct mb_err *err);
 int store_db_exec(sqlite3 *db, const char *sql, struct mb_err *err);
 void store_db_err(sqlite3 *db, struct mb_err *err, const char *what);
+/* Prepares sql; on failure fills err with "store: what: ..." and returns -1. */
+int store_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what,
+                     struct mb_err *err);
+/* Steps a statement that returns no rows, and finalizes it. */
+int store_db_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err);
+/* A column as a new string, or NULL. */
+char *store_db_col_text(sqlite3_stmt *st, int i);
 
 /* Fills m->subject and m->from_hdr from the header block of m->body. */
 void store_msg_scan_headers(struct store_msg *m);

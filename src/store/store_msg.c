@@ -110,14 +110,6 @@ store_msg_scan_headers(struct store_msg *m)
 	m->from_hdr = header_value(m->body, m->body_len, "From");
 }
 
-static char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t ? mb_strdup((const char *)t) : NULL;
-}
-
 #define MSG_COLS                                                                                   \
 	"m.id, m.sender, m.size, m.received_at, m.state, m.attempts, m.next_attempt_at, "          \
 	"m.last_error, m.connection, m.client, m.subject, m.from_hdr, m.updated_at"
@@ -130,18 +122,18 @@ row_to_msg(sqlite3_stmt *st)
 	const char *state = (const char *)sqlite3_column_text(st, 4);
 
 	snprintf(m->id, sizeof(m->id), "%s", id ? id : "");
-	m->sender = col_text(st, 1);
+	m->sender = store_db_col_text(st, 1);
 	m->size = sqlite3_column_int64(st, 2);
 	m->received_ms = sqlite3_column_int64(st, 3);
 	if (state == NULL || store_state_parse(state, &m->state) < 0)
 		m->state = STORE_QUEUED;
 	m->attempts = sqlite3_column_int(st, 5);
 	m->next_attempt_ms = sqlite3_column_int64(st, 6);
-	m->last_error = col_text(st, 7);
-	m->connection = col_text(st, 8);
-	m->client = col_text(st, 9);
-	m->subject = col_text(st, 10);
-	m->from_hdr = col_text(st, 11);
+	m->last_error = store_db_col_text(st, 7);
+	m->connection = store_db_col_text(st, 8);
+	m->client = store_db_col_text(st, 9);
+	m->subject = store_db_col_text(st, 10);
+	m->from_hdr = store_db_col_text(st, 11);
 	m->updated_ms = sqlite3_column_int64(st, 12);
 	return m;
 }
@@ -301,50 +293,36 @@ int
 store_event_add(struct store *s, const char *level, const char *msg_id, const char *connection,
                 const char *text, struct mb_err *err)
 {
+	static const char what[] = "adding an event";
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "INSERT INTO events (at, level, message_id, connection, text)"
-	                       " VALUES (?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "adding an event");
+	if (store_db_prepare(s->db,
+	                     "INSERT INTO events (at, level, message_id, connection, text)"
+	                     " VALUES (?, ?, ?, ?, ?)",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_int64(st, 1, mb_now_ms());
 	sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, msg_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 4, connection, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "adding an event");
-		return -1;
-	}
-	return 0;
+	return store_db_step_done(s->db, st, what, err);
 }
 
 int
 store_leases_release(struct store *s, const char *owner, struct mb_err *err)
 {
+	static const char what[] = "releasing leases";
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "UPDATE messages SET state = 'queued', lease_owner = NULL,"
-	                       " lease_until = NULL WHERE state = 'sending' AND lease_owner = ?",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "releasing leases");
+	if (store_db_prepare(s->db,
+	                     "UPDATE messages SET state = 'queued', lease_owner = NULL,"
+	                     " lease_until = NULL WHERE state = 'sending' AND lease_owner = ?",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, owner, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "releasing leases");
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
-	}
 	if (sqlite3_changes(s->db) > 0)
 		mb_info("store: %d deliveries in flight at the last stop go back to the queue",
 		        sqlite3_changes(s->db));

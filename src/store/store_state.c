@@ -4,36 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t ? mb_strdup((const char *)t) : NULL;
-}
-
-static int
-prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what, struct mb_err *err)
-{
-	if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-		store_db_err(db, err, what);
-		return -1;
-	}
-	return 0;
-}
-
-/* Steps a statement that returns no rows, and finalizes it. */
-static int
-step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
-{
-	int rc = sqlite3_step(st);
-
-	if (rc != SQLITE_DONE)
-		store_db_err(db, err, what);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
 /* ---- settings ---- */
 
 int
@@ -43,12 +13,12 @@ store_setting_get(struct store *s, const char *key, char **value, struct mb_err 
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT value FROM settings WHERE key = ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "SELECT value FROM settings WHERE key = ?", &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		*value = col_text(st, 0);
+		*value = store_db_col_text(st, 0);
 	else if (rc == SQLITE_DONE)
 		mb_err_set(err, MB_ENOTFOUND, "no setting called %s", key);
 	else
@@ -64,21 +34,22 @@ store_setting_set(struct store *s, const char *key, const char *value, struct mb
 	sqlite3_stmt *st;
 
 	if (value == NULL) {
-		if (prepare(s->db, "DELETE FROM settings WHERE key = ?", &st, what, err) < 0)
+		if (store_db_prepare(s->db, "DELETE FROM settings WHERE key = ?", &st, what, err) <
+		    0)
 			return -1;
 		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-		return step_done(s->db, st, what, err);
+		return store_db_step_done(s->db, st, what, err);
 	}
-	if (prepare(s->db,
-	            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
-	            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
-	            " updated_at = excluded.updated_at",
-	            &st, what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
+	                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+	                     " updated_at = excluded.updated_at",
+	                     &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, mb_now_ms());
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 /* ---- OAuth sign-in states ---- */
@@ -98,7 +69,7 @@ store_oauth_state_put(struct store *s, const char *state, const char *connection
 		           "redirect URI");
 		return -1;
 	}
-	if (prepare(
+	if (store_db_prepare(
 	        s->db,
 	        "INSERT INTO oauth_states (state, connection, verifier, redirect_uri, created_at)"
 	        " VALUES (?, ?, ?, ?, ?)",
@@ -109,7 +80,7 @@ store_oauth_state_put(struct store *s, const char *state, const char *connection
 	sqlite3_bind_blob64(st, 3, verifier_ct, len, SQLITE_STATIC);
 	sqlite3_bind_text(st, 4, redirect_uri, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, mb_now_ms());
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
 
 /* After a take that matched nothing: says whether the state is unknown, used or expired. */
@@ -120,7 +91,8 @@ take_refused(struct store *s, const char *state, int64_t max_age_ms, struct mb_e
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT used_at FROM oauth_states WHERE state = ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "SELECT used_at FROM oauth_states WHERE state = ?", &st, what,
+	                     err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
@@ -152,11 +124,11 @@ store_oauth_state_take(struct store *s, const char *state, int64_t max_age_ms, c
 	int rc;
 
 	/* One statement marks it used and reads it back, so two takers can never both win. */
-	if (prepare(s->db,
-	            "UPDATE oauth_states SET used_at = ?1"
-	            " WHERE state = ?2 AND used_at IS NULL AND created_at > ?1 - ?3"
-	            " RETURNING connection, verifier, redirect_uri",
-	            &st, what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "UPDATE oauth_states SET used_at = ?1"
+	                     " WHERE state = ?2 AND used_at IS NULL AND created_at > ?1 - ?3"
+	                     " RETURNING connection, verifier, redirect_uri",
+	                     &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
@@ -167,7 +139,7 @@ store_oauth_state_take(struct store *s, const char *state, int64_t max_age_ms, c
 		size_t n = (size_t)sqlite3_column_bytes(st, 1);
 
 		if (connection)
-			*connection = col_text(st, 0);
+			*connection = store_db_col_text(st, 0);
 		if (verifier_ct) {
 			*verifier_ct = mb_malloc(n > 0 ? n : 1);
 			if (n > 0)
@@ -176,7 +148,7 @@ store_oauth_state_take(struct store *s, const char *state, int64_t max_age_ms, c
 		if (len)
 			*len = n;
 		if (redirect_uri)
-			*redirect_uri = col_text(st, 2);
+			*redirect_uri = store_db_col_text(st, 2);
 		rc = sqlite3_step(st); /* state is the primary key: no second row */
 		if (rc != SQLITE_DONE) {
 			/* not reached in practice; give back what we handed out */
@@ -220,13 +192,14 @@ store_oauth_state_finish(struct store *s, const char *state, const char *result,
 		mb_err_set(err, MB_EINVAL, "store: a sign-in result is \"ok\" or \"error\"");
 		return -1;
 	}
-	if (prepare(s->db, "UPDATE oauth_states SET result = ?, detail = ? WHERE state = ?", &st,
-	            what, err) < 0)
+	if (store_db_prepare(s->db,
+	                     "UPDATE oauth_states SET result = ?, detail = ? WHERE state = ?", &st,
+	                     what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, result, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, detail, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
-	if (step_done(s->db, st, what, err) < 0)
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
 	if (sqlite3_changes(s->db) == 0) {
 		mb_err_set(err, MB_ENOTFOUND, "unknown state");
@@ -243,16 +216,16 @@ store_oauth_state_result(struct store *s, const char *state, char **result, char
 	sqlite3_stmt *st;
 	int rc;
 
-	if (prepare(s->db, "SELECT result, detail FROM oauth_states WHERE state = ?", &st, what,
-	            err) < 0)
+	if (store_db_prepare(s->db, "SELECT result, detail FROM oauth_states WHERE state = ?", &st,
+	                     what, err) < 0)
 		return -1;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		if (result)
-			*result = col_text(st, 0);
+			*result = store_db_col_text(st, 0);
 		if (detail)
-			*detail = col_text(st, 1);
+			*detail = store_db_col_text(st, 1);
 	} else if (rc == SQLITE_DONE) {
 		mb_err_set(err, MB_ENOTFOUND, "unknown state");
 	} else {
@@ -268,8 +241,9 @@ store_oauth_state_prune(struct store *s, int64_t older_than_ms, struct mb_err *e
 	static const char what[] = "pruning sign-in states";
 	sqlite3_stmt *st;
 
-	if (prepare(s->db, "DELETE FROM oauth_states WHERE created_at < ?", &st, what, err) < 0)
+	if (store_db_prepare(s->db, "DELETE FROM oauth_states WHERE created_at < ?", &st, what,
+	                     err) < 0)
 		return -1;
 	sqlite3_bind_int64(st, 1, mb_now_ms() - older_than_ms);
-	return step_done(s->db, st, what, err);
+	return store_db_step_done(s->db, st, what, err);
 }
