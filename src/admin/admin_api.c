@@ -1,4 +1,5 @@
-/* /api/v1: security headers, access control and the route table; the read-only routes. */
+/* /api/v1: security headers, access control, routing over the per-file route tables, and the
+ * small helpers every handler uses. */
 #include "admin_internal.h"
 
 #include <stdlib.h>
@@ -7,16 +8,6 @@
 #include "store/store.h"
 
 #define API_PREFIX "/api/v1/"
-
-typedef void (*api_handler_cb)(struct admin *a, struct ev_http_req *req,
-                               const struct admin_caller *c);
-
-struct api_route {
-	const char *method;
-	const char *path; /* after API_PREFIX */
-	api_handler_cb handle;
-	bool open; /* answered without credentials (login only) */
-};
 
 void
 admin_reply_json(struct ev_http_req *req, int status, json_t *j)
@@ -33,69 +24,107 @@ admin_reply_json(struct ev_http_req *req, int status, json_t *j)
 	free(text);
 }
 
-static json_t *
-str_or_null(const char *s)
+/* ---- helpers for handlers ---- */
+
+json_t *
+admin_json_str_or_null(const char *s)
 {
 	return s ? json_string(s) : json_null();
 }
 
-/* ---- GET /api/v1/connections ---- */
-
-struct conn_ctx {
-	struct admin *a;
-	json_t *arr;
-	char *def;
-};
-
-static json_t *
-token_valid_min(struct admin *a, const char *conn, const char *resource)
+void
+admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err)
 {
-	int64_t expires = 0;
+	admin_reply_error(req, 503, "store", err && err->msg[0] ? err->msg : "the store failed",
+	                  "see the daemon's log");
+}
 
-	if (store_token_get(a->d.st, conn, resource, "access", NULL, NULL, &expires, NULL, NULL,
-	                    NULL, NULL) < 0 ||
-	    expires == 0)
-		return json_null();
-	return json_integer((expires - mb_now_ms()) / 60000);
+json_t *
+admin_body_json(struct ev_http_req *req)
+{
+	size_t len = 0;
+	const char *body = ev_http_req_body(req, &len);
+	json_error_t jerr;
+	json_t *j = NULL;
+	char *msg;
+
+	if (body == NULL || len == 0) {
+		admin_reply_error(req, 400, "bad_request", "the request has no body",
+		                  "send a JSON object with Content-Type: application/json");
+		return NULL;
+	}
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (j != NULL && json_is_object(j))
+		return j;
+	msg = j ? mb_strdup("the body is JSON but not an object")
+	        : mb_asprintf("the body is not valid JSON: %s (line %d, column %d)", jerr.text,
+	                      jerr.line, jerr.column);
+	json_decref(j);
+	admin_reply_error(req, 400, "bad_request", msg, "send a JSON object, as docs/api.md shows");
+	free(msg);
+	return NULL;
 }
 
 static int
-conn_one(void *arg, const struct store_conn *sc)
+hexval(int c)
 {
-	struct conn_ctx *ctx = arg;
-	json_t *o = json_object();
-	char date[40] = "";
-
-	/* Only what is safe to show: the secret never leaves the store, not even sealed. */
-	json_object_set_new(o, "name", json_string(sc->name));
-	json_object_set_new(o, "provider", json_string(sc->provider));
-	json_object_set_new(o, "sender", json_string(sc->sender));
-	json_object_set_new(o, "source", str_or_null(sc->source));
-	json_object_set_new(o, "default",
-	                    json_boolean(ctx->def && strcmp(ctx->def, sc->name) == 0));
-	json_object_set_new(o, "state", str_or_null(sc->state));
-	json_object_set_new(o, "reason", str_or_null(sc->state_reason));
-	json_object_set_new(o, "account", str_or_null(sc->account));
-	json_object_set_new(o, "graph_token_valid_min", token_valid_min(ctx->a, sc->name, "graph"));
-	json_object_set_new(o, "outlook_token_valid_min",
-	                    token_valid_min(ctx->a, sc->name, "outlook"));
-	if (sc->last_refresh_ms)
-		mb_iso_date(sc->last_refresh_ms, date, sizeof(date));
-	json_object_set_new(o, "last_refresh", *date ? json_string(date) : json_null());
-	json_object_set_new(o, "last_error", str_or_null(sc->last_error));
-	json_object_set_new(o, "fix", str_or_null(sc->last_fix));
-	json_object_set_new(o, "secret_fingerprint", str_or_null(sc->secret_fp));
-	date[0] = '\0';
-	if (sc->secret_expires_ms)
-		mb_iso_date(sc->secret_expires_ms, date, sizeof(date));
-	json_object_set_new(o, "secret_expires", *date ? json_string(date) : json_null());
-	json_array_append_new(ctx->arr, o);
-	return 0;
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }
 
-/* The default connection: default = yes in the config file wins, else the stored setting. */
+/* Percent-decodes n bytes of s (and '+' as a space when plus); NULL when the result would hold
+ * a NUL byte or a '%' is not followed by two hex digits. */
 static char *
-default_conn(struct admin *a)
+pct_decode(const char *s, size_t n, bool plus)
+{
+	char *out = mb_malloc(n + 1), *o = out;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
+			int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+				free(out);
+				return NULL;
+			}
+			*o++ = (char)(hi * 16 + lo);
+			i += 2;
+		} else if (plus && s[i] == '+') {
+			*o++ = ' ';
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+char *
+admin_query_get(struct ev_http_req *req, const char *name)
+{
+	const char *q = ev_http_req_query(req);
+	size_t nlen = strlen(name);
+
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t len = amp ? (size_t)(amp - q) : strlen(q);
+		const char *eq = memchr(q, '=', len);
+		size_t klen = eq ? (size_t)(eq - q) : len;
+
+		if (klen == nlen && memcmp(q, name, nlen) == 0)
+			return eq ? pct_decode(eq + 1, len - klen - 1, true) : mb_strdup("");
+		q = amp ? amp + 1 : NULL;
+	}
+	return NULL;
+}
+
+char *
+admin_default_conn(struct admin *a)
 {
 	const struct config *cfg = a->d.cfg;
 	char *v = NULL;
@@ -108,62 +137,55 @@ default_conn(struct admin *a)
 	return v;
 }
 
-static void
-api_connections(struct admin *a, struct ev_http_req *req, const struct admin_caller *c)
-{
-	struct conn_ctx ctx = {a, json_array(), default_conn(a)};
-	struct mb_err err = {0};
-	json_t *j;
+/* ---- the tables and the gate ---- */
 
-	if (store_conn_list(a->d.st, conn_one, &ctx, &err) < 0) {
-		json_decref(ctx.arr);
-		free(ctx.def);
-		admin_reply_error(req, 503, "store", err.msg, "see the daemon's log");
-		return;
-	}
-	free(ctx.def);
-	j = json_object();
-	json_object_set_new(j, "connections", ctx.arr);
-	admin_reply_json(req, 200, j);
-}
-
-/* ---- GET /api/v1/stats ---- */
-
-static void
-api_stats(struct admin *a, struct ev_http_req *req, const struct admin_caller *c)
-{
-	json_t *j = json_object(), *by = json_object();
-	struct mb_err err = {0};
-	int64_t queue = 0;
-
-	for (int s = 0; s < STORE_STATE_COUNT; s++) {
-		int64_t n = store_msg_count(a->d.st, (enum store_state)s, &err);
-		if (n < 0) {
-			json_decref(j);
-			json_decref(by);
-			admin_reply_error(req, 503, "store", err.msg, "see the daemon's log");
-			return;
-		}
-		if (s == STORE_QUEUED || s == STORE_SENDING || s == STORE_DEFERRED)
-			queue += n;
-		json_object_set_new(by, store_state_name((enum store_state)s), json_integer(n));
-	}
-	json_object_set_new(j, "messages", by);
-	json_object_set_new(j, "queue", json_integer(queue));
-	json_object_set_new(j, "usable_connections",
-	                    json_integer(store_conn_usable_count(a->d.st)));
-	admin_reply_json(req, 200, j);
-}
-
-/* ---- the table and the gate ---- */
-
-static const struct api_route api_routes[] = {
-    {"POST", "login", admin_api_login, true},     {"POST", "logout", admin_api_logout, false},
-    {"GET", "session", admin_api_session, false}, {"GET", "connections", api_connections, false},
-    {"GET", "stats", api_stats, false},
+static const struct api_route *const api_tables[] = {
+    admin_routes_auth,
+    admin_routes_conn,
+    admin_routes_msg,
+    admin_routes_doctor,
 };
 
-#define NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
+#define NTABLES (sizeof(api_tables) / sizeof(api_tables[0]))
+
+/* Whether path matches pattern; the "*" segments go into p (decoded into bufs). */
+static bool
+path_match(const char *pattern, const char *path, struct api_params *p, char **bufs)
+{
+	p->n = 0;
+	for (;;) {
+		const char *pe = strchr(pattern, '/'), *se = strchr(path, '/');
+		size_t plen = pe ? (size_t)(pe - pattern) : strlen(pattern);
+		size_t slen = se ? (size_t)(se - path) : strlen(path);
+
+		if (plen == 1 && pattern[0] == '*') {
+			if (slen == 0 || p->n == API_MAX_PARAMS)
+				return false;
+			if (bufs) {
+				bufs[p->n] = pct_decode(path, slen, false);
+				if (bufs[p->n] == NULL)
+					return false;
+				p->v[p->n] = bufs[p->n];
+			}
+			p->n++;
+		} else if (plen != slen || memcmp(pattern, path, plen) != 0) {
+			return false;
+		}
+		if (!pe || !se)
+			return !pe && !se;
+		pattern = pe + 1;
+		path = se + 1;
+	}
+}
+
+static void
+free_bufs(char **bufs)
+{
+	for (size_t i = 0; i < API_MAX_PARAMS; i++) {
+		free(bufs[i]);
+		bufs[i] = NULL;
+	}
+}
 
 static bool
 method_changes_state(const char *m)
@@ -181,18 +203,32 @@ add_security_headers(struct ev_http_req *req)
 	ev_http_add_header(req, "Referrer-Policy", "no-referrer");
 }
 
-/* Every method a path takes, for 405's Allow header, or "" for an unknown path. */
-static void
-allowed_methods(const char *path, char *out, size_t outlen)
+/* Finds the route for method and path; *allow gets every method the path takes (for 405). */
+static const struct api_route *
+route_find(const char *method, const char *path, struct api_params *p, char **bufs, char *allow,
+           size_t allowlen, bool *open)
 {
-	out[0] = '\0';
-	for (size_t i = 0; i < NROUTES; i++) {
-		if (strcmp(api_routes[i].path, path) != 0)
-			continue;
-		if (out[0])
-			strncat(out, ", ", outlen - strlen(out) - 1);
-		strncat(out, api_routes[i].method, outlen - strlen(out) - 1);
+	const struct api_route *found = NULL;
+	struct api_params dummy;
+
+	allow[0] = '\0';
+	for (size_t t = 0; t < NTABLES; t++) {
+		for (const struct api_route *r = api_tables[t]; r->method; r++) {
+			if (!path_match(r->path, path, &dummy, NULL))
+				continue;
+			*open = *open || r->open;
+			if (allow[0])
+				strncat(allow, ", ", allowlen - strlen(allow) - 1);
+			strncat(allow, r->method, allowlen - strlen(allow) - 1);
+			if (found == NULL && strcmp(r->method, method) == 0)
+				found = r;
+		}
 	}
+	if (found && !path_match(found->path, path, p, bufs)) {
+		free_bufs(bufs);
+		return NULL; /* a "*" segment that does not decode */
+	}
+	return found;
 }
 
 void
@@ -202,26 +238,22 @@ admin_api_dispatch(struct admin *a, struct ev_http_req *req)
 	const char *path = ev_http_req_path(req) + strlen(API_PREFIX);
 	const struct api_route *r = NULL;
 	struct admin_caller c = {0};
+	struct api_params p = {{NULL}, 0};
+	char *bufs[API_MAX_PARAMS] = {NULL};
 	char allow[64];
+	bool open = false;
 
 	add_security_headers(req);
-	for (size_t i = 0; i < NROUTES; i++)
-		if (strcmp(api_routes[i].path, path) == 0 &&
-		    strcmp(api_routes[i].method, method) == 0)
-			r = &api_routes[i];
-	/* Credentials come before routing, so that without them no path is revealed as real. */
-	if ((r == NULL || !r->open) && strcmp(path, "login") != 0 &&
-	    admin_caller_find(a, req, &c) < 0) {
+	r = route_find(method, path, &p, bufs, allow, sizeof(allow), &open);
+	/* Credentials come before routing, so that without them no path is revealed as real
+	 * (an open path, like login, is public anyway). */
+	if (!open && admin_caller_find(a, req, &c) < 0) {
 		ev_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"mailbridge\"");
 		admin_reply_error(
 		    req, 401, "unauthorized", "log in or send an API token",
 		    "POST /api/v1/login with the admin password, or send "
 		    "Authorization: Bearer TOKEN (mailbridge admin token create NAME)");
-		admin_caller_clear(&c);
-		return;
-	}
-	if (r == NULL) {
-		allowed_methods(path, allow, sizeof(allow));
+	} else if (r == NULL) {
 		if (allow[0]) {
 			char *fix = mb_asprintf("use %s (see docs/api.md)", allow);
 			ev_http_add_header(req, "Allow", allow);
@@ -239,7 +271,8 @@ admin_api_dispatch(struct admin *a, struct ev_http_req *req)
 		    "send the csrf value from /api/v1/login or /api/v1/session as the "
 		    "X-CSRF-Token header");
 	} else {
-		r->handle(a, req, &c);
+		r->handle(a, req, &c, &p);
 	}
+	free_bufs(bufs);
 	admin_caller_clear(&c);
 }

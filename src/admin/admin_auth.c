@@ -256,8 +256,9 @@ set_session_cookie(struct admin *a, struct ev_http_req *req, const char *value, 
 	mb_secret_free(cookie);
 }
 
-void
-admin_api_login(struct admin *a, struct ev_http_req *req, const struct admin_caller *unused)
+static void
+api_login(struct admin *a, struct ev_http_req *req, const struct admin_caller *unused,
+          const struct api_params *p)
 {
 	char host[64] = "", *stored = NULL, *pw, *id, *csrf, wait[24];
 	struct admin_caller c = {0};
@@ -321,8 +322,9 @@ admin_api_login(struct admin *a, struct ev_http_req *req, const struct admin_cal
 	admin_caller_clear(&c);
 }
 
-void
-admin_api_logout(struct admin *a, struct ev_http_req *req, const struct admin_caller *c)
+static void
+api_logout(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+           const struct api_params *p)
 {
 	json_t *j = json_object();
 
@@ -334,9 +336,22 @@ admin_api_logout(struct admin *a, struct ev_http_req *req, const struct admin_ca
 	admin_reply_json(req, 200, j);
 }
 
-void
-admin_api_session(struct admin *a, struct ev_http_req *req, const struct admin_caller *c)
+static void
+api_session(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+            const struct api_params *p)
 {
 	(void)a;
 	reply_session(req, 200, c);
+}
+
+const struct api_route admin_routes_auth[] = {
+    {"POST", "login", api_login, true},
+    {"POST", "logout", api_logout, false},
+    {"GET", "session", api_session, false},
+    {NULL, NULL, NULL, false},
+};
+
+void
+admin_setup_state_free(struct admin *a)
+{
 }

@@ -102,6 +102,8 @@ dispatch(void *arg, struct ev_http_req *req)
 		admin_api_dispatch(a, req);
 		return;
 	}
+	if (admin_ui_serve(a, req))
+		return;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		if (strcmp(routes[i].path, path) != 0)
 			continue;
@@ -184,6 +186,7 @@ admin_new(struct ev_loop *loop, const struct admin_deps *deps, struct mb_err *er
 	const struct config_list *l = &deps->cfg->server.http_listen;
 
 	a->d = *deps;
+	a->loop = loop;
 	a->servers = mb_calloc(l->n, sizeof(*a->servers));
 	for (size_t i = 0; i < l->n; i++) {
 		struct mb_sockaddr addr;
@@ -215,5 +218,8 @@ admin_free(struct admin *a)
 	for (size_t i = 0; i < a->nservers; i++)
 		ev_http_free(a->servers[i]);
 	free(a->servers);
+	admin_conn_state_free(a);
+	admin_doctor_state_free(a);
+	admin_setup_state_free(a);
 	free(a);
 }

@@ -19,11 +19,19 @@ struct admin_login_fails {
 	int64_t last_ms;
 };
 
+struct admin_signins; /* admin_api_conn.c: device-code sign-ins in progress */
+struct admin_doctors; /* admin_api_doctor.c: doctor runs in progress */
+struct admin_setup;   /* admin_auth.c: the one-time setup link */
+
 struct admin {
 	struct admin_deps d;
+	struct ev_loop *loop;
 	struct ev_http **servers;
 	size_t nservers;
 	struct admin_login_fails fails[ADMIN_LOGIN_TRACKED];
+	struct admin_signins *signins;
+	struct admin_doctors *doctors;
+	struct admin_setup *setup;
 };
 
 /* Who is calling /api/v1, once authenticated. */
@@ -44,12 +52,55 @@ bool admin_csrf_is_valid(const struct admin_caller *c, struct ev_http_req *req);
 /* Replies with the JSON text of j, which it takes (and frees). */
 void admin_reply_json(struct ev_http_req *req, int status, json_t *j);
 
+/* ---- /api/v1 routes ----
+ * A route's path is relative to /api/v1/ and is matched segment by segment; a "*" segment
+ * matches one non-empty segment, which the handler gets percent-decoded in p->v[]. Each
+ * admin_api_*.c file exports one table, ended by a {NULL} entry; admin_api.c walks them all. */
+#define API_MAX_PARAMS 2
+
+struct api_params {
+	const char *v[API_MAX_PARAMS];
+	size_t n;
+};
+
+typedef void (*api_handler_cb)(struct admin *a, struct ev_http_req *req,
+                               const struct admin_caller *c, const struct api_params *p);
+
+struct api_route {
+	const char *method;
+	const char *path;
+	api_handler_cb handle;
+	bool open; /* answered without credentials (login, setup) */
+};
+
+extern const struct api_route admin_routes_auth[];   /* admin_auth.c */
+extern const struct api_route admin_routes_conn[];   /* admin_api_conn.c */
+extern const struct api_route admin_routes_msg[];    /* admin_api_msg.c */
+extern const struct api_route admin_routes_doctor[]; /* admin_api_doctor.c */
+
 /* /api/v1 as a whole (admin_api.c): security headers, access control, routing. */
 void admin_api_dispatch(struct admin *a, struct ev_http_req *req);
-/* The routes of admin_auth.c. */
-void admin_api_login(struct admin *a, struct ev_http_req *req, const struct admin_caller *c);
-void admin_api_logout(struct admin *a, struct ev_http_req *req, const struct admin_caller *c);
-void admin_api_session(struct admin *a, struct ev_http_req *req, const struct admin_caller *c);
+
+/* Helpers for handlers (admin_api.c). */
+/* The request body as a JSON object, or NULL after replying 400 (empty body, bad JSON, or
+ * not an object). */
+json_t *admin_body_json(struct ev_http_req *req);
+/* A query parameter, percent-decoded ('+' is a space): a new string, or NULL if absent. */
+char *admin_query_get(struct ev_http_req *req, const char *name);
+/* 503 with code "store", the store's message, and the fix "see the daemon's log". */
+void admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err);
+json_t *admin_json_str_or_null(const char *s);
+/* The default connection's name (config default = yes wins, else the stored setting), a new
+ * string, or NULL. */
+char *admin_default_conn(struct admin *a);
+
+/* Per-file state, freed by admin_free(). */
+void admin_conn_state_free(struct admin *a);
+void admin_doctor_state_free(struct admin *a);
+void admin_setup_state_free(struct admin *a);
+
+/* The embedded web UI (admin_ui.c): true when path is one of its files (and it replied). */
+bool admin_ui_serve(struct admin *a, struct ev_http_req *req);
 
 void admin_reply_error(struct ev_http_req *req, int status, const char *code, const char *message,
                        const char *fix);
