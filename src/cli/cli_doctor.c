@@ -1,6 +1,7 @@
-/* mailbridge doctor [NAME] [--json] [--timeout SECONDS] [-c FILE]: the seed guide's checklist
- * run against reality (src/doctor). Exit status: 0 when no item failed, 1 when one did,
- * EX_USAGE / EX_CONFIG when the check could not run. */
+/* mailbridge doctor [NAME] [--json] [--admin] [--no-refresh] [--timeout SECONDS] [-c FILE]: the
+ * seed guide's checklist run against reality (src/doctor). --admin signs an administrator in
+ * with a device code (shown on stderr) to check the app registration itself. Exit status: 0
+ * when no item failed, 1 when one did, EX_USAGE / EX_CONFIG when the check could not run. */
 #include "cli.h"
 #include "cli_internal.h"
 
@@ -17,7 +18,9 @@
 static int
 usage(void)
 {
-	fprintf(stderr, "usage: mailbridge doctor [NAME] [--json] [--timeout SECONDS] [-c FILE]\n");
+	fprintf(stderr, "usage: mailbridge doctor [NAME] [--json] [--admin] [--no-refresh] "
+	                "[--client-id-bootstrap ID] [--timeout SECONDS] [-c FILE] "
+	                "[--set KEY=VALUE]\n");
 	return EX_USAGE;
 }
 
@@ -29,17 +32,38 @@ cli_doctor_main(int argc, char **argv)
 	struct store *st = NULL;
 	struct mb_key key;
 	struct mb_err err = {0};
-	struct doctor_opts dopts = {NULL, 10000};
+	struct doctor_opts dopts = {.connection = NULL, .timeout_ms = 10000};
 	struct doctor_report rep;
 	struct mb_buf out = {0};
 	char **av = mb_calloc((size_t)argc + 1, sizeof(char *));
 	int ac = 0, rc;
 
-	/* --timeout is doctor's own; the rest are the shared options */
+	/* --timeout, --admin, --no-refresh and --client-id-bootstrap are doctor's own; the rest
+	 * are the shared options */
 	for (int i = 0; i < argc; i++) {
 		const char *v = NULL;
 		int64_t secs;
 
+		if (strcmp(argv[i], "--admin") == 0) {
+			dopts.admin = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--no-refresh") == 0) {
+			dopts.no_refresh = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--client-id-bootstrap") == 0 && i + 1 < argc) {
+			dopts.bootstrap_id = argv[++i];
+			continue;
+		}
+		if (strncmp(argv[i], "--client-id-bootstrap=", 22) == 0) {
+			dopts.bootstrap_id = argv[i] + 22;
+			continue;
+		}
+		if (strcmp(argv[i], "--client-id-bootstrap") == 0) {
+			free(av);
+			return usage();
+		}
 		if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
 			v = argv[++i];
 		else if (strncmp(argv[i], "--timeout=", 10) == 0)

@@ -5,9 +5,11 @@
  * fix. The command line (`mailbridge doctor`) prints the report; the HTTP API can serve the
  * same list.
  *
- * doctor_run() is blocking: it forces a token refresh through its own token manager and loop,
- * and probes the login, Graph and SMTP hosts with a timeout each. It never prints, logs or
- * returns a token or secret: only fingerprints.
+ * doctor_run() is blocking: it forces a token refresh through its own token manager and loop
+ * (unless no_refresh), probes the login, Graph and SMTP hosts with a timeout each and, with
+ * admin, signs an administrator in with a device code to read the app registration (the
+ * application, its redirect URIs, required permissions, consent, owners and secrets). It
+ * never prints, logs or returns a token or secret: only fingerprints.
  */
 #ifndef MB_DOCTOR_H
 #define MB_DOCTOR_H
@@ -15,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util/util.h"
 
@@ -38,6 +41,17 @@ struct doctor_report {
 struct doctor_opts {
 	const char *connection; /* NULL: the default connection (or the only one) */
 	int64_t timeout_ms;     /* per probe; 0 = 10 s */
+	/* No forced refresh: the token check uses the stored access token (what a running
+	 * daemon's token manager keeps fresh). The API runs doctor this way, so that it never
+	 * races the daemon's refresh-token rotation. */
+	bool no_refresh;
+	/* The admin's sign-in (device code) to check the app registration itself. */
+	bool admin;
+	const char *bootstrap_id; /* the public client it signs in with; NULL = setup's */
+	FILE *prompt;             /* where the device code is shown; NULL = stderr */
+	/* Without admin: what the registration items say to do ("run mailbridge doctor
+	 * --admin" by default). */
+	const char *admin_hint;
 };
 
 struct config;

@@ -13,10 +13,11 @@
 #include "deliver/deliver.h"
 #include "deliver/deliver_internal.h"
 #include "http/http.h"
+#include "setup_graph.h"
 #include "store/store.h"
 
-#define GRAPH_APP_ID    "00000003-0000-0000-c000-000000000000"
-#define EXCHANGE_APP_ID "00000002-0000-0ff1-ce00-000000000000"
+#define GRAPH_APP_ID    SG_GRAPH_APP_ID
+#define EXCHANGE_APP_ID SG_EXCHANGE_APP_ID
 
 /* §6.1: who may do what */
 #define ROLE_APP   "Application Administrator or Cloud Application Administrator"
@@ -24,12 +25,8 @@
 #define ROLE_ROLES "Privileged Role Administrator (or Global Administrator)"
 #define ROLE_READ  "Application Administrator or Cloud Application Administrator"
 
-struct need {
-	const char *value; /* "Mail.Send" */
-	const char *type;  /* "Scope" | "Role" */
-	bool exchange;     /* on Office 365 Exchange Online instead of Microsoft Graph */
-	char id[64];
-};
+/* a held secret this close to its end is replaced (doctor warns from 30 days on) */
+#define SECRET_RENEW_MS (30LL * 24 * 3600 * 1000)
 
 struct ctx {
 	const struct config *cfg;
@@ -38,22 +35,16 @@ struct ctx {
 	const struct setup_opts *o;
 	FILE *out;
 	enum oauth_provider prov;
-	struct oauth_endpoints ep;
-	char *token; /* the admin's, in memory only */
-	char *tenant;
+	struct sg g; /* the admin's Graph session: endpoints, token, tenant, last error */
 	char admin_id[64];
 	char *admin_upn;
 	char *sender;
 	char *display;
 	char graph_sp[64], exo_sp[64];
-	struct need needs[4];
+	struct sg_need needs[SG_MAX_NEEDS];
 	size_t nneeds;
 	char app_obj[64], client_id[64], sp_id[64];
 	bool app_created;
-	/* the last Graph error */
-	long status;
-	char code[128], msg[512];
-	char *transport;
 	int failed;
 };
 
@@ -72,51 +63,11 @@ step(struct ctx *c, const char *name, const char *fmt, ...)
 	fflush(c->out);
 }
 
-/* One Graph call with the admin's token. Returns the HTTP status (-1: no answer); *out gets
- * the parsed body when there is one. On >= 400 the error is kept in c for fail(). */
+/* One Graph call with the admin's token (setup_graph.c). */
 static long
 graph(struct ctx *c, const char *method, const char *path, json_t *body, json_t **out)
 {
-	static const char *const hdrs[] = {"Content-Type: application/json",
-	                                   "Accept: application/json", NULL};
-	struct http_request req = {.method = method, .headers = hdrs, .timeout_ms = 30000};
-	struct http_response resp;
-	struct mb_err err = {0};
-	char *url = mb_asprintf("%s%s", c->ep.graph, path), *js = NULL;
-	long st;
-
-	if (out)
-		*out = NULL;
-	if (body) {
-		js = json_dumps(body, JSON_COMPACT);
-		req.body = js;
-		req.body_len = strlen(js);
-	}
-	req.url = url;
-	req.ca_file = c->o->ca_file;
-	req.bearer = c->token;
-	free(c->transport);
-	c->transport = NULL;
-	c->code[0] = c->msg[0] = '\0';
-	if (http_request_sync(&req, &resp, &err) < 0) {
-		c->transport = mb_strdup(err.msg);
-		c->status = -1;
-		http_response_release(&resp);
-		free(url);
-		free(js);
-		return -1;
-	}
-	st = resp.status;
-	c->status = st;
-	if (st >= 400)
-		deliver_graph_error(resp.body, resp.body_len, c->code, sizeof(c->code), c->msg,
-		                    sizeof(c->msg));
-	else if (out && resp.body_len > 0)
-		*out = json_loadb(resp.body, resp.body_len, 0, NULL);
-	http_response_release(&resp);
-	free(url);
-	free(js);
-	return st;
+	return sg_call(&c->g, method, path, body, out);
 }
 
 /* Prints the failed step with Graph's words, the cause and fix, and the role it needs. */
@@ -126,13 +77,13 @@ fail(struct ctx *c, const char *name, const char *what, const char *role)
 	struct deliver_outcome oc;
 
 	c->failed++;
-	if (c->status < 0) {
-		step(c, name, "failed: %s: %s could not be reached: %s", what, c->ep.graph,
-		     c->transport ? c->transport : "transport error");
+	if (c->g.status < 0) {
+		step(c, name, "failed: %s: %s could not be reached: %s", what, c->g.ep.graph,
+		     c->g.transport ? c->g.transport : "transport error");
 		return;
 	}
-	step(c, name, "failed: %s: HTTP %ld %s: %s", what, c->status, c->code, c->msg);
-	if (c->status == 403 && strcmp(c->code, "Authorization_RequestDenied") == 0) {
+	step(c, name, "failed: %s: HTTP %ld %s: %s", what, c->g.status, c->g.code, c->g.msg);
+	if (c->g.status == 403 && strcmp(c->g.code, "Authorization_RequestDenied") == 0) {
 		fprintf(c->out,
 		        "                  the signed-in admin lacks the directory role or the "
 		        "permission for this step\n"
@@ -140,125 +91,26 @@ fail(struct ctx *c, const char *name, const char *what, const char *role)
 		        role);
 		return;
 	}
-	deliver_classify_graph(c->status, c->code, c->msg, -1, NULL, false, &oc);
+	deliver_classify_graph(c->g.status, c->g.code, c->g.msg, -1, NULL, false, &oc);
 	fprintf(c->out, "                  cause: %s\n                  fix: %s\n", oc.cause,
 	        oc.fix);
 }
 
-/* "/v1.0/x?$filter=" + the encoded filter (+ extra, already encoded) */
-static char *
-filter_path(const char *base, const char *filter, const char *extra)
-{
-	struct mb_buf b = {0};
-
-	mb_buf_printf(&b, "%s?$filter=", base);
-	http_url_encode(&b, filter);
-	if (extra)
-		mb_buf_printf(&b, "%s", extra);
-	return mb_buf_steal(&b);
-}
-
-/* OData string literal: quotes doubled */
-static char *
-odata_quote(const char *s)
-{
-	struct mb_buf b = {0};
-
-	for (; *s; s++) {
-		if (*s == '\'')
-			mb_buf_append(&b, "'", 1);
-		mb_buf_append(&b, s, 1);
-	}
-	return mb_buf_steal(&b);
-}
-
-static const char *
-jstr(json_t *o, const char *k)
-{
-	const char *v = json_string_value(json_object_get(o, k));
-	return v ? v : "";
-}
+#define filter_path sg_filter_path
+#define odata_quote sg_odata_quote
+#define jstr        sg_jstr
+#define parse_iso   sg_parse_iso
 
 /* ---- 1. the admin's device-code sign-in ---- */
-
-static char *
-jwt_claim(const char *jwt, const char *claim)
-{
-	const char *p = jwt ? strchr(jwt, '.') : NULL, *q;
-	struct mb_buf b = {0};
-	unsigned char *raw;
-	size_t n;
-	json_t *o;
-	char *v = NULL;
-
-	if (p == NULL || (q = strchr(p + 1, '.')) == NULL)
-		return NULL;
-	for (const char *s = p + 1; s < q; s++) {
-		char ch = *s == '-' ? '+' : *s == '_' ? '/' : *s;
-		mb_buf_append(&b, &ch, 1);
-	}
-	while (b.len % 4)
-		mb_buf_append(&b, "=", 1);
-	raw = mb_base64_decode(b.data ? b.data : "", b.len, &n);
-	mb_buf_release(&b);
-	if (raw == NULL)
-		return NULL;
-	o = json_loadb((const char *)raw, n, 0, NULL);
-	free(raw);
-	if (json_string_value(json_object_get(o, claim)))
-		v = mb_strdup(json_string_value(json_object_get(o, claim)));
-	json_decref(o);
-	return v;
-}
-
-static int
-post_login(struct ctx *c, const char *tenant, const char *what, struct mb_buf *form,
-           struct http_response *resp)
-{
-	static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
-	                                   "Accept: application/json", NULL};
-	struct http_request req = {.method = "POST", .headers = hdrs, .timeout_ms = 30000};
-	struct mb_buf url = {0};
-	struct mb_err err = {0};
-	int rc;
-
-	oauth_endpoint_url(&c->ep, tenant, what, &url);
-	req.url = url.data;
-	req.body = form->data;
-	req.body_len = form->len;
-	req.ca_file = c->o->ca_file;
-	rc = http_request_sync(&req, resp, &err);
-	mb_buf_wipe(form);
-	mb_buf_release(&url);
-	return rc;
-}
-
-static void
-explain_login(struct ctx *c, const struct http_response *resp)
-{
-	struct oauth_error oe;
-	struct oauth_explain ex;
-
-	oauth_error_parse(resp->body, resp->body_len, (int)resp->status, &oe);
-	oauth_error_explain(&oe, &ex);
-	fprintf(
-	    c->out,
-	    "                  %s%s%s\n                  cause: %s\n                  fix: %s\n",
-	    oe.error, *oe.description ? ": " : "", oe.description, ex.cause, ex.fix);
-}
 
 static int
 admin_sign_in(struct ctx *c)
 {
 	const char *client = c->o->bootstrap_id ? c->o->bootstrap_id : SETUP_BOOTSTRAP_CLIENT_ID;
-	const char *tenant = c->o->tenant ? c->o->tenant : "organizations";
-	const char *r = c->ep.graph_resource;
-	struct mb_buf form = {0}, scope = {0};
-	struct http_response resp;
-	struct oauth_device_resp d;
-	struct mb_err err = {0};
-	int64_t deadline, interval;
-	int rc = -1;
+	const char *r = c->g.ep.graph_resource;
+	struct mb_buf scope = {0};
+	struct sg_why why;
+	int rc;
 
 	mb_buf_printf(&scope,
 	              "openid profile %s/User.Read %s/User.ReadBasic.All "
@@ -266,103 +118,20 @@ admin_sign_in(struct ctx *c)
 	              r, r, r, r);
 	if (c->o->app_only)
 		mb_buf_printf(&scope, " %s/AppRoleAssignment.ReadWrite.All", r);
-	http_form_add(&form, "client_id", client);
-	http_form_add(&form, "scope", scope.data);
+	rc = sg_sign_in(&c->g, client, c->o->tenant, scope.data,
+	                "An administrator (Application Administrator, Cloud Application "
+	                "Administrator or Global Administrator) signs in once:",
+	                c->out, &why);
 	mb_buf_release(&scope);
-	if (post_login(c, tenant, "devicecode", &form, &resp) < 0) {
-		step(c, "admin sign-in", "failed: %s could not be reached: %s", c->ep.login,
-		     resp.error ? resp.error : "transport error");
-		http_response_release(&resp);
-		return -1;
-	}
-	if (resp.status != 200) {
-		step(c, "admin sign-in", "failed: HTTP %ld from the device code endpoint",
-		     resp.status);
-		explain_login(c, &resp);
-		http_response_release(&resp);
-		return -1;
-	}
-	rc = oauth_device_resp_parse(resp.body, resp.body_len, &d, &err);
-	http_response_release(&resp);
-	if (rc < 0) {
-		step(c, "admin sign-in", "failed: %s", err.msg);
-		return -1;
-	}
-	fprintf(c->out,
-	        "An administrator (Application Administrator, Cloud Application Administrator or "
-	        "Global Administrator) signs in once:\n%s\n",
-	        d.message ? d.message : "");
-	fflush(c->out);
-	deadline = mb_mono_ms() + d.expires_in * 1000;
-	interval = d.interval > 0 ? d.interval : 5;
-	rc = -1;
-	for (;;) {
-		struct oauth_token_resp t;
-		struct oauth_error oe;
-		struct oauth_explain ex;
-
-		if (mb_mono_ms() + interval * 1000 > deadline + 1000) {
-			step(c, "admin sign-in",
-			     "failed: the code expired before sign-in finished (after %lld s); run "
-			     "setup again",
-			     (long long)d.expires_in);
-			break;
-		}
-		sleep((unsigned)interval);
-		http_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
-		http_form_add(&form, "client_id", client);
-		http_form_add(&form, "device_code", d.device_code);
-		if (post_login(c, tenant, "token", &form, &resp) < 0) {
-			http_response_release(&resp); /* a blip while polling: keep polling */
-			continue;
-		}
-		if (resp.status == 200) {
-			rc = oauth_token_resp_parse(resp.body, resp.body_len, &t, &err);
-			http_response_release(&resp);
-			if (rc < 0) {
-				step(c, "admin sign-in", "failed: %s", err.msg);
-				break;
-			}
-			c->token = mb_strdup(t.access_token);
-			if (c->o->tenant == NULL || strcmp(c->o->tenant, "organizations") == 0 ||
-			    strcmp(c->o->tenant, "common") == 0) {
-				c->tenant = jwt_claim(t.id_token, "tid");
-				if (c->tenant == NULL)
-					c->tenant = jwt_claim(t.access_token, "tid");
-			}
-			if (c->tenant == NULL)
-				c->tenant = mb_strdup(tenant);
-			oauth_token_resp_release(&t);
-			break;
-		}
-		oauth_error_parse(resp.body, resp.body_len, (int)resp.status, &oe);
-		if (strcmp(oe.error, "authorization_pending") == 0) {
-			http_response_release(&resp);
-			continue;
-		}
-		if (strcmp(oe.error, "slow_down") == 0) {
-			interval += 5;
-			http_response_release(&resp);
-			continue;
-		}
-		oauth_error_explain(&oe, &ex);
-		if (strcmp(oe.error, "expired_token") == 0)
-			step(c, "admin sign-in",
-			     "failed: the code expired before sign-in finished; run setup again");
-		else if (strcmp(oe.error, "authorization_declined") == 0)
-			step(c, "admin sign-in",
-			     "failed: the admin declined the sign-in; run setup again and accept "
-			     "(%s)",
-			     ex.cause);
-		else {
-			step(c, "admin sign-in", "failed: HTTP %ld", resp.status);
-			explain_login(c, &resp);
-		}
-		http_response_release(&resp);
-		break;
-	}
-	oauth_device_resp_release(&d);
-	return rc;
+	if (rc == 0)
+		return 0;
+	step(c, "admin sign-in", "failed: %s", why.what);
+	if (why.detail[0])
+		fprintf(c->out, "                  %s\n", why.detail);
+	if (why.cause[0])
+		fprintf(c->out, "                  cause: %s\n                  fix: %s\n",
+		        why.cause, why.fix);
+	return -1;
 }
 
 /* ---- 2. who signed in ---- */
@@ -379,7 +148,7 @@ who_am_i(struct ctx *c)
 	snprintf(c->admin_id, sizeof(c->admin_id), "%s", jstr(me, "id"));
 	c->admin_upn = mb_strdup(jstr(me, "userPrincipalName"));
 	json_decref(me);
-	step(c, "admin", "signed in as %s (tenant %s)", c->admin_upn, c->tenant);
+	step(c, "admin", "signed in as %s (tenant %s)", c->admin_upn, c->g.tenant);
 	return 0;
 }
 
@@ -388,58 +157,17 @@ who_am_i(struct ctx *c)
 static int
 resolve_resource(struct ctx *c, const char *app_id, char *sp_out, size_t sp_len, bool exchange)
 {
-	char *filter = mb_asprintf("appId eq '%s'", app_id);
-	char *path = filter_path("/v1.0/servicePrincipals", filter,
-	                         "&$select=id,appId,displayName,appRoles,oauth2PermissionScopes");
-	json_t *res, *sp;
-	long st = graph(c, "GET", path, NULL, &res);
+	char why[300];
+	int rc = sg_resolve(&c->g, app_id, exchange, c->needs, c->nneeds, sp_out, sp_len, why,
+	                    sizeof(why));
 
-	free(filter);
-	free(path);
-	if (st != 200) {
+	if (rc == -1)
 		fail(c, "permissions", "look up the resource service principals", ROLE_READ);
-		return -1;
-	}
-	sp = json_array_get(json_object_get(res, "value"), 0);
-	if (sp == NULL) {
+	else if (rc < 0) {
 		c->failed++;
-		step(c, "permissions", "failed: no service principal for %s in this tenant",
-		     app_id);
-		json_decref(res);
-		return -1;
+		step(c, "permissions", "failed: %s", why);
 	}
-	snprintf(sp_out, sp_len, "%s", jstr(sp, "id"));
-	for (size_t i = 0; i < c->nneeds; i++) {
-		struct need *n = &c->needs[i];
-		bool role = strcmp(n->type, "Role") == 0;
-		json_t *arr = json_object_get(sp, role ? "appRoles" : "oauth2PermissionScopes"), *p;
-		size_t k;
-
-		if (n->exchange != exchange)
-			continue;
-		json_array_foreach(arr, k, p) if (strcmp(jstr(p, "value"), n->value) == 0)
-		    snprintf(n->id, sizeof(n->id), "%s", jstr(p, "id"));
-		if (!*n->id) {
-			c->failed++;
-			step(c, "permissions", "failed: %s has no %s %s", jstr(sp, "displayName"),
-			     role ? "application permission" : "delegated permission", n->value);
-			json_decref(res);
-			return -1;
-		}
-	}
-	json_decref(res);
-	return 0;
-}
-
-static void
-add_need(struct ctx *c, const char *value, const char *type, bool exchange)
-{
-	struct need *n = &c->needs[c->nneeds++];
-
-	n->value = value;
-	n->type = type;
-	n->exchange = exchange;
-	n->id[0] = '\0';
+	return rc < 0 ? -1 : 0;
 }
 
 static int
@@ -447,17 +175,7 @@ resolve_permissions(struct ctx *c)
 {
 	struct mb_buf b = {0};
 
-	if (!c->o->app_only) {
-		add_need(c, "Mail.Send", "Scope", false);
-		add_need(c, "User.Read", "Scope", false);
-		add_need(c, "offline_access", "Scope", false);
-		if (c->prov == OAUTH_PROVIDER_MSSMTP)
-			add_need(c, "SMTP.Send", "Scope", false);
-	} else if (c->prov == OAUTH_PROVIDER_GRAPH) {
-		add_need(c, "Mail.Send", "Role", false);
-	} else {
-		add_need(c, "SMTP.SendAsApp", "Role", true);
-	}
+	c->nneeds = sg_needs(c->prov, c->o->app_only, SG_NEED_OFFLINE, c->needs);
 	if (resolve_resource(c, GRAPH_APP_ID, c->graph_sp, sizeof(c->graph_sp), false) < 0)
 		return -1;
 	if (c->prov == OAUTH_PROVIDER_MSSMTP &&
@@ -504,7 +222,7 @@ rra_merge(struct ctx *c, json_t *rra, struct mb_buf *missing)
 	int added = 0;
 
 	for (size_t i = 0; i < c->nneeds; i++) {
-		const struct need *n = &c->needs[i];
+		const struct sg_need *n = &c->needs[i];
 		json_t *e = rra_entry(rra, n->exchange ? EXCHANGE_APP_ID : GRAPH_APP_ID);
 		json_t *ra = json_object_get(e, "resourceAccess"), *x;
 		bool found = false;
@@ -638,24 +356,6 @@ out:
 
 /* ---- 5. the client secret ---- */
 
-static int64_t
-parse_iso(const char *s)
-{
-	struct tm tm;
-	int y, mo, d, h = 0, mi = 0, sec = 0;
-
-	if (s == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) < 3)
-		return 0;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	return (int64_t)timegm(&tm) * 1000;
-}
-
 struct conn_def {
 	char *secret; /* clear, wiped */
 	char fp[24];
@@ -669,7 +369,7 @@ conn_settings(const struct ctx *c, const struct conn_def *def)
 {
 	json_t *s = json_object();
 
-	json_object_set_new(s, "tenant", json_string(c->tenant));
+	json_object_set_new(s, "tenant", json_string(c->g.tenant));
 	json_object_set_new(s, "client_id", json_string(c->client_id));
 	json_object_set_new(s, "auth", json_string(c->o->app_only ? "app-only" : "delegated"));
 	json_object_set_new(s, "cloud", json_string(c->o->cloud ? c->o->cloud : "global"));
@@ -757,6 +457,15 @@ held_secret(struct ctx *c, const struct store_conn *old, json_t *app, struct con
 			snprintf(why, whylen, "the secret mailbridge holds expired on %s", date);
 			continue;
 		}
+		if (end > 0 && end - mb_now_ms() < SECRET_RENEW_MS) {
+			/* doctor warns from here on: a new one now, the old one stays until it
+			 * expires (a running daemon may still use it) */
+			mb_iso_date(end, date, sizeof(date));
+			snprintf(why, whylen,
+			         "the secret mailbridge holds expires on %.10s, within 30 days",
+			         date);
+			continue;
+		}
 		def->secret = sec;
 		mb_fingerprint(sec, len, def->fp);
 		snprintf(def->key_id, sizeof(def->key_id), "%s", jstr(cr, "keyId"));
@@ -768,10 +477,48 @@ held_secret(struct ctx *c, const struct store_conn *old, json_t *app, struct con
 	json_decref(settings);
 }
 
+/* After a new secret is stored: removes the app's secrets that setup added (display name
+ * "mailbridge ...") and that have expired; never the new one, never one still valid (a running
+ * daemon may use it until it expires), never one someone else added. What was done is
+ * appended to note ("; removed ..."). */
+static void
+remove_expired(struct ctx *c, json_t *app, const struct conn_def *def, struct mb_buf *note)
+{
+	json_t *cr;
+	size_t i;
+	int64_t now = mb_now_ms();
+
+	json_array_foreach(json_object_get(app, "passwordCredentials"), i, cr)
+	{
+		const char *kid = jstr(cr, "keyId");
+		int64_t end = parse_iso(jstr(cr, "endDateTime"));
+		char path[200];
+		json_t *body;
+		long st;
+
+		if (!*kid || strcasecmp(kid, def->key_id) == 0 || end <= 0 || end > now ||
+		    strncmp(jstr(cr, "displayName"), "mailbridge ", 11) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/v1.0/applications/%s/removePassword", c->app_obj);
+		body = json_pack("{s:s}", "keyId", kid);
+		st = graph(c, "POST", path, body, NULL);
+		json_decref(body);
+		if (st == 204 || st == 200)
+			mb_buf_printf(note, "; removed the expired secret %s", kid);
+		else
+			mb_buf_printf(
+			    note,
+			    "; could not remove the expired secret %s (HTTP %ld %s): remove "
+			    "it under App registrations → your app → Certificates & secrets",
+			    kid, c->g.status, c->g.code);
+	}
+}
+
 static int
 ensure_secret(struct ctx *c, const struct store_conn *old, json_t *app, struct conn_def *def)
 {
 	char why[160], date[40], path[160], dn[64], end_s[40];
+	struct mb_buf removed = {0};
 	struct mb_err err = {0};
 	json_t *body, *res;
 	int64_t end = mb_now_ms() + (int64_t)730 * 86400 * 1000; /* 24 months */
@@ -821,13 +568,15 @@ ensure_secret(struct ctx *c, const struct store_conn *old, json_t *app, struct c
 		return -1;
 	}
 	mb_iso_date(def->expires_ms, date, sizeof(date));
-	if (c->app_created || (old == NULL && !strstr(why, "expired")))
-		step(c, "client secret", "created: %s, expires %s, stored encrypted", def->fp,
-		     date);
+	remove_expired(c, app, def, &removed);
+	if (c->app_created || (old == NULL && !strstr(why, "expire")))
+		step(c, "client secret", "created: %s, expires %s, stored encrypted%s", def->fp,
+		     date, removed.data ? removed.data : "");
 	else
 		step(c, "client secret",
-		     "repaired (%s): new secret %s, expires %s, stored encrypted", why, def->fp,
-		     date);
+		     "repaired (%s): new secret %s, expires %s, stored encrypted%s", why, def->fp,
+		     date, removed.data ? removed.data : "");
+	mb_buf_release(&removed);
 	return 0;
 }
 
@@ -960,7 +709,7 @@ static int
 ensure_roles(struct ctx *c)
 {
 	for (size_t k = 0; k < c->nneeds; k++) {
-		const struct need *n = &c->needs[k];
+		const struct sg_need *n = &c->needs[k];
 		const char *res_sp = n->exchange ? c->exo_sp : c->graph_sp;
 		char *path = mb_asprintf("/v1.0/servicePrincipals/%s/appRoleAssignedTo", res_sp);
 		json_t *res = NULL, *a, *body;
@@ -1057,7 +806,8 @@ ensure_owners(struct ctx *c)
 		}
 		path = mb_asprintf("/v1.0/applications/%s/owners/$ref", c->app_obj);
 		{
-			char *ref = mb_asprintf("%s/v1.0/directoryObjects/%s", c->ep.graph, ids[k]);
+			char *ref =
+			    mb_asprintf("%s/v1.0/directoryObjects/%s", c->g.ep.graph, ids[k]);
 			body = json_pack("{s:s}", "@odata.id", ref);
 			free(ref);
 		}
@@ -1154,6 +904,7 @@ setup_microsoft(const struct config *cfg, struct store *st, const struct mb_key 
 	c.st = st;
 	c.key = key;
 	c.o = o;
+	c.g.ca_file = o->ca_file;
 	c.out = out;
 	if (oauth_provider_parse(o->provider ? o->provider : "microsoft-graph", &c.prov) < 0 ||
 	    c.prov == OAUTH_PROVIDER_SMTP) {
@@ -1168,7 +919,7 @@ setup_microsoft(const struct config *cfg, struct store *st, const struct mb_key 
 		return -1;
 	}
 	if (oauth_endpoints_resolve(o->cloud ? o->cloud : "global", o->login_url, o->graph_url,
-	                            o->smtp_url, &c.ep, &err) < 0) {
+	                            o->smtp_url, &c.g.ep, &err) < 0) {
 		fprintf(out, "mailbridge: %s\n", err.msg);
 		return -1;
 	}
@@ -1194,7 +945,7 @@ setup_microsoft(const struct config *cfg, struct store *st, const struct mb_key 
 	}
 	r->conn = mb_strdup(name);
 	r->sender = mb_strdup(c.sender);
-	r->tenant = mb_strdup(c.tenant);
+	r->tenant = mb_strdup(c.g.tenant);
 	r->client_id = mb_strdup(c.client_id);
 	r->sp_id = mb_strdup(c.sp_id);
 	r->provider = c.prov;
@@ -1205,12 +956,10 @@ out:
 	store_conn_free(old);
 	json_decref(app);
 	mb_secret_free(def.secret);
-	mb_secret_free(c.token); /* the admin's token ends with the run */
-	free(c.tenant);
+	sg_release(&c.g); /* the admin's token ends with the run */
 	free(c.admin_upn);
 	free(c.sender);
 	free(c.display);
-	free(c.transport);
 	return rc;
 }
 

@@ -21,8 +21,14 @@ purpose, and the output names the guide's fix:
 plus SMTP AUTH disabled (535 5.7.139, the PowerShell fix), an expired and an expiring client
 secret, missing permissions, and no token or secret in any output.
 
+The API (POST/GET /api/v1/doctor on a running daemon): credentials required; POST runs doctor
+in a child process and answers the same report as `mailbridge doctor --json` (same items, same
+statuses), using the daemon's token rather than a refresh of its own; two POSTs at once share
+one run; GET answers the last report; an unknown connection is 404.
+
 Skipped (not failed) only when `node` is not installed.
 """
+import http.client
 import json
 import os
 import re
@@ -50,7 +56,7 @@ CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"
 USER = "user@contoso.test"
 ALICE = "alice@contoso.test"
 CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
-BUDGET = 110  # seconds for the whole run (watchdog)
+BUDGET = 170  # seconds for the whole run (watchdog)
 
 IDP = GRAPH = SMTP = None
 CA = None
@@ -375,6 +381,72 @@ def test_secret_expiry(binary):
     db.close()
 
 
+# ---- the API ----
+
+def api_call(port, method, path, body=None, token=None, timeout=70):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = {"Authorization": "Bearer " + token} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        raw = r.read()
+        OUTPUTS.append(raw.decode("utf-8", "replace"))
+        return r.status, json.loads(raw) if raw else None
+    finally:
+        c.close()
+
+
+def test_api_doctor(binary):
+    s = Setup(binary, "api", [("office365", graph_conn(default="yes"))])
+    s.device_login("office365")
+    port = int(open(s.conf).read().split("http_listen = 127.0.0.1:")[1].split()[0])
+    s.d.start()
+    r = run([binary, "admin", "-c", s.conf, "token", "create", "doctor-test"], timeout=30)
+    check(r.returncode == 0, "token create: %s", r.stderr)
+    token = r.stdout.decode().strip()
+    st, j = api_call(port, "POST", "/api/v1/doctor", {})
+    check(st == 401, "POST without credentials: %d %r", st, j)
+    st, j = api_call(port, "GET", "/api/v1/doctor", token=token)
+    check(st == 404 and j["error"]["code"] == "not_found", "GET before any run: %d %r", st, j)
+    st, j = api_call(port, "POST", "/api/v1/doctor", {"connection": "nope"}, token=token)
+    check(st == 404, "unknown connection: %d %r", st, j)
+    # two at once: one run, one answer
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        api_call(port, "POST", "/api/v1/doctor", None, token=token))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(80)
+    check(len(answers) == 2 and all(a[0] == 200 for a in answers), "answers %r", answers)
+    check(answers[0][1] == answers[1][1], "two POSTs got different reports")
+    check(s.d.log_tail(20000).count("admin: doctor started") == 1, "not one run:\n%s",
+          s.d.log_tail())
+    items = {i["id"]: i for i in answers[0][1]}
+    expect(items, "token", "pass", "the daemon's token manager holds", "no")
+    expect(items, "mailbox", "pass")
+    for iid in ("app", "permissions", "admin_consent", "owners", "app_secret"):
+        expect(items, iid, "unknown", "mailbridge doctor office365 --admin")
+    # the CLI's report: the same items with the same statuses
+    rc, js, err = s.cli("doctor", "--json", "--no-refresh")
+    cli_items = {i["id"]: i for i in json.loads(js)}
+    check({k: v["status"] for k, v in cli_items.items()} ==
+          {k: v["status"] for k, v in items.items()}, "API %r\nCLI %r",
+          {k: v["status"] for k, v in items.items()},
+          {k: v["status"] for k, v in cli_items.items()})
+    # GET: the last report; an explicit connection works too
+    st, j = api_call(port, "GET", "/api/v1/doctor", token=token)
+    check(st == 200 and j == answers[0][1], "GET: %d", st)
+    st, j = api_call(port, "POST", "/api/v1/doctor", {"connection": "office365"}, token=token)
+    check(st == 200 and isinstance(j, list) and j[0]["connection"] == "office365",
+          "POST with the connection: %d %r", st, j)
+    check(s.d.stop() == 0, "the daemon did not stop cleanly:\n%s", s.d.log_tail())
+
+
 def collect_issued():
     """The tokens the IdP issued so far (before its reset forgets them)."""
     issued = IDP.control("GET", "issued")
@@ -407,6 +479,7 @@ TESTS = [
     ("error5_token", test_error5_token),
     ("smtp_auth_disabled", test_smtp_auth_disabled),
     ("secret_expiry", test_secret_expiry),
+    ("api_doctor", test_api_doctor),
     ("no_secrets_in_output", test_no_secrets_in_output),
 ]
 

@@ -16,8 +16,12 @@ Covered (issue 6, "Proof", setup part):
 - break one piece at a time through the stand-in (delete the consent grant, remove an owner,
   expire the secret) and check setup repairs exactly that; the repaired secret works; a last
   run changes nothing;
-- doctor naming each broken piece: SKIPPED, doctor has no admin sign-in checks yet (it cannot
-  see the registration);
+- doctor naming each broken piece: `doctor ms --admin` (the admin's device code approved here)
+  passes every registration item after setup; then, one at a time, the redirect URI removed,
+  a permission removed, the consent grant deleted, an owner removed, the secret expired and the
+  secret expiring within 30 days: doctor names the item with its fix, and setup repairs it;
+- removePassword: when setup adds a new secret it removes the expired secrets it created, not
+  the one in use, not one still valid, not one someone else added;
 - app-only microsoft-smtp: app role assignment SMTP.SendAsApp, the §4.5/§7 PowerShell with the
   real ids; a token is fetched once the app is known to the IdP;
 - an admin without a directory role: the 403 names the role to sign in with;
@@ -52,7 +56,7 @@ ALICE = "alice@contoso.test"
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
 BOOTSTRAP = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
-BUDGET = 150  # seconds for the whole run (watchdog)
+BUDGET = 240  # seconds for the whole run (watchdog)
 
 IDP = GRAPH = None
 CA = None
@@ -252,9 +256,67 @@ def test_end_to_end(binary):
           counts(d, app), counts(d2, app_named(d2, NAME)))
 
 
+REG_ITEMS = ("app", "permissions", "admin_consent", "owners", "app_secret", "redirect_uri")
+
+
+def doctor_admin(*extra):
+    """`doctor ms --admin --json` with the admin's device code approved: {id: item}."""
+    rc, out = ENV.run("doctor", "ms", "--admin", "--json", *extra)
+    check(rc in (0, 1), "doctor rc=%d", rc)
+    start = out.find("\n[")
+    check(start >= 0, "no JSON report in:\n%s", out)
+    items = {i["id"]: i for i in json.loads(out[start:])}
+    return items
+
+
+def doc_expect(items, iid, status, *words):
+    it = items.get(iid)
+    check(it is not None, "no item %s in %s", iid, sorted(items))
+    check(it["status"] == status, "%s: %s, wanted %s: %s", iid, it["status"], status, it)
+    text = (it["evidence"] or "") + " " + (it["fix"] or "")
+    for w in words:
+        check(w.lower() in text.lower(), "%s does not mention %r: %s", iid, w, text)
+
+
+def doctor_healthy():
+    items = doctor_admin()
+    for iid in REG_ITEMS:
+        doc_expect(items, iid, "pass")
+    return items
+
+
 def test_doctor_names_broken_pieces(binary):
-    raise SkipTest("doctor has no admin sign-in checks yet (registration: consent grant, "
-                   "owners, the app's secret expiry are not visible to it)")
+    # without --admin the registration items can't tell, and say how to find out
+    rc, out = ENV.run("doctor", "ms", "--json", approve=())
+    items = {i["id"]: i for i in json.loads(out[out.find("["):])}
+    for iid in ("app", "permissions", "admin_consent", "owners", "app_secret"):
+        doc_expect(items, iid, "unknown", "mailbridge doctor ms --admin")
+    items = doctor_healthy()
+    doc_expect(items, "app", "pass", NAME)
+    doc_expect(items, "permissions", "pass", "Mail.Send", "User.Read")
+    doc_expect(items, "owners", "pass", ADMIN, USER)
+    tok = admin_token()
+    app = app_named(directory(), NAME)
+    # the redirect URI
+    graph_call(tok, "PATCH", "/v1.0/applications/" + app["id"], {"web": {"redirectUris": []}})
+    items = doctor_admin()
+    doc_expect(items, "redirect_uri", "fail", "http://localhost:8025/oauth/callback",
+               "Authentication", "Redirect URIs")
+    rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
+    expect(out, "application", "repaired", "redirect URI")
+    doc_expect(doctor_admin(), "redirect_uri", "pass")
+    # a permission
+    rra = [{"resourceAppId": r["resourceAppId"],
+            "resourceAccess": [x for x in r["resourceAccess"]
+                               if x["id"] != "e383f46e-2787-4529-855e-0e479a3ffac0"]}
+           for r in app["requiredResourceAccess"]]
+    graph_call(tok, "PATCH", "/v1.0/applications/" + app["id"], {"requiredResourceAccess": rra})
+    items = doctor_admin()
+    doc_expect(items, "permissions", "fail", "lack Mail.Send", "API permissions",
+               "Grant admin consent")
+    rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
+    expect(out, "application", "repaired", "added permissions Mail.Send")
+    doctor_healthy()
 
 
 def test_repair_consent(binary):
@@ -264,6 +326,8 @@ def test_repair_consent(binary):
     sp = [s for s in d["servicePrincipals"] if s["appId"] == app["appId"]][0]
     g = [g for g in d["oauth2PermissionGrants"] if g["clientId"] == sp["id"]][0]
     graph_call(tok, "DELETE", "/v1.0/oauth2PermissionGrants/" + g["id"])
+    doc_expect(doctor_admin(), "admin_consent", "fail", "no tenant-wide admin consent",
+               "Grant admin consent")
     rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
     check(rc == 0, "rc=%d", rc)
     expect(out, "consent", "repaired", "was missing")
@@ -278,6 +342,8 @@ def test_repair_owner(binary):
     app = app_named(directory(), NAME)
     uid = [o["id"] for o in app["owners"] if o["userPrincipalName"] == USER][0]
     graph_call(tok, "DELETE", "/v1.0/applications/%s/owners/%s/$ref" % (app["id"], uid))
+    doc_expect(doctor_admin(), "owners", "warn", "the sender %s is not an owner" % USER,
+               "Add owners")
     rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
     check(rc == 0, "rc=%d", rc)
     expect(out, "owners", "repaired", "added " + USER)
@@ -288,15 +354,25 @@ def test_repair_owner(binary):
 
 def test_repair_secret(binary):
     app = app_named(directory(), NAME)
+    old = app["secrets"][0]["keyId"]
     GRAPH.control("POST", "directory/expire-secret", {"appId": app["appId"]})
+    doc_expect(doctor_admin(), "app_secret", "fail", "expired", "New client secret")
+    # a secret someone else added, expired too: setup leaves it alone
+    tok = admin_token()
+    graph_call(tok, "POST", "/v1.0/applications/%s/addPassword" % app["id"],
+               {"passwordCredential": {"displayName": "hand-made",
+                                       "endDateTime": "2020-01-01T00:00:00Z"}})
     rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
     check(rc == 0, "rc=%d", rc)
-    expect(out, "client secret", "repaired", "expired")
+    expect(out, "client secret", "repaired", "expired", "removed the expired secret " + old)
     expect(out, "connection", "repaired")
     d = directory()
     app2 = app_named(d, NAME)
+    keys = [s["keyId"] for s in app2["secrets"]]
+    check(old not in keys, "the expired secret setup made was not removed: %s", app2["secrets"])
     check(len(app2["secrets"]) == 2 and len([s for s in app2["secrets"] if not s["expired"]])
           == 1, "secrets %s", app2["secrets"])
+    doc_expect(doctor_admin(), "app_secret", "pass", "in 7")
     # the new secret is the one mailbridge uses: a test mail through it (the IdP learns it)
     register_in_idp(app2)
     rc, out = ENV.run("test", "--to", USER, "--connection", "ms", approve=())
@@ -311,6 +387,28 @@ def test_repair_secret(binary):
     check(re.search(r"delivered in \d+ ms", out), "no test mail delivered")
     d = directory()
     check(counts(d, app_named(d, NAME)) == before, "changed: %s", counts(d, app_named(d, NAME)))
+
+
+def test_renew_secret(binary):
+    """The secret in use expires within 30 days: doctor warns, setup adds a new one and keeps
+    the old one (still valid: a running daemon may use it)."""
+    app = app_named(directory(), NAME)
+    live = [s for s in app["secrets"] if not s["expired"]]
+    check(len(live) == 1, "secrets %s", app["secrets"])
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 10 * 86400 + 600))
+    GRAPH.control("POST", "directory/expire-secret", {"appId": app["appId"],
+                                                      "keyId": live[0]["keyId"],
+                                                      "endDateTime": soon})
+    doc_expect(doctor_admin(), "app_secret", "warn", "in 10 days", "New client secret")
+    rc, out = ENV.setup("--name", "ms", "--sender", USER, "--no-test")
+    check(rc == 0, "rc=%d", rc)
+    expect(out, "client secret", "repaired", "within 30 days")
+    check("removed" not in line(out, "client secret"), "a secret was removed: %s", out)
+    app2 = app_named(directory(), NAME)
+    keys = [s["keyId"] for s in app2["secrets"]]
+    check(live[0]["keyId"] in keys and len(keys) == 3, "secrets %s", app2["secrets"])
+    register_in_idp(app2)
+    doc_expect(doctor_admin(), "app_secret", "pass", "in 7")
 
 
 def test_app_only_smtp(binary):
@@ -367,6 +465,7 @@ TESTS = [
     ("repair_consent", test_repair_consent),
     ("repair_owner", test_repair_owner),
     ("repair_secret", test_repair_secret),
+    ("renew_secret", test_renew_secret),
     ("app_only_smtp", test_app_only_smtp),
     ("admin_without_role", test_admin_without_role),
     ("admin_declines", test_admin_declines),

@@ -16,6 +16,7 @@ export const RESOURCES = {
     // the directory scopes are for `mailbridge setup microsoft` (an admin's sign-in, §6)
     scopes: ['Mail.Send', 'Mail.Send.Shared', 'Mail.ReadWrite', 'Mail.Read', 'User.Read',
       'User.ReadBasic.All', 'Application.Read.All', 'Application.ReadWrite.All', 'DelegatedPermissionGrant.ReadWrite.All',
+      'Directory.Read.All',
       'AppRoleAssignment.ReadWrite.All', '.default'],
     defaultDelegated: ['Mail.Send', 'User.Read'],
   },
