@@ -94,10 +94,40 @@ json_t *admin_json_str_or_null(const char *s);
  * string, or NULL. */
 char *admin_default_conn(struct admin *a);
 
+/* Shared by the connection, sign-in and settings files (admin_api_conn.c). */
+/* 400 with code "invalid": the message names the field, the fix is the field's. */
+void admin_reply_invalid(struct ev_http_req *req, const char *field, const char *msg);
+void admin_reply_conn_not_found(struct ev_http_req *req, const char *name);
+/* Whether the store holds the connection (config ones are mirrored there). */
+bool admin_conn_exists(struct admin *a, const char *name);
+/* The redirect URI, {public_url or http://first http_listen}/oauth/callback: a new string. */
+char *admin_callback_url(struct admin *a);
+/* The connection that has default = yes in the config file, or NULL. */
+const char *admin_config_default(struct admin *a);
+/* Makes name (NULL: none) the default connection; -1 after replying. */
+int admin_default_set(struct admin *a, struct ev_http_req *req, const char *name);
+
+/* Routes of admin_api_signin.c and admin_api_settings.c, listed in admin_routes_conn. */
+void admin_api_signin_start(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+                            const struct api_params *p);
+void admin_api_signin_status(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+                             const struct api_params *p);
+void admin_api_settings_get(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+                            const struct api_params *p);
+void admin_api_settings_patch(struct admin *a, struct ev_http_req *req,
+                              const struct admin_caller *c, const struct api_params *p);
+/* POST /api/v1/test (admin_api_test.c), listed in admin_routes_msg. */
+void admin_api_test(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
+                    const struct api_params *p);
+/* Ends the device sign-in of a connection, if one runs (the connection is being deleted). */
+void admin_signin_remove(struct admin *a, const char *conn);
+
 /* Per-file state, freed by admin_free(). */
 void admin_conn_state_free(struct admin *a);
 void admin_doctor_state_free(struct admin *a);
 void admin_setup_state_free(struct admin *a);
+/* admin_api_msg.c: test sends in flight lose their HTTP side (they end in the deliverer). */
+void admin_msg_state_free(struct admin *a);
 
 /* The embedded web UI (admin_ui.c): true when path is one of its files (and it replied). */
 bool admin_ui_serve(struct admin *a, struct ev_http_req *req);

@@ -96,115 +96,90 @@ read_first_line(const char *path, char **out)
 	return 0;
 }
 
-static int
-conn_add(int argc, char **argv)
+/* Sets *field (an owned string of def) to a copy of v. */
+static void
+def_set(char **field, const char *v)
 {
-	enum {
-		O_PROVIDER = 1000,
-		O_SENDER,
-		O_TENANT,
-		O_CLIENT_ID,
-		O_SECRET_FILE,
-		O_AUTH,
-		O_CLOUD,
-		O_LOGIN,
-		O_GRAPH,
-		O_SMTP,
-		O_CA,
-		O_LARGE,
-		O_DEFAULT,
-		O_CONFIG,
-		O_SET
-	};
-	static const struct option longopts[] = {
-	    {"provider", required_argument, NULL, O_PROVIDER},
-	    {"sender", required_argument, NULL, O_SENDER},
-	    {"tenant", required_argument, NULL, O_TENANT},
-	    {"client-id", required_argument, NULL, O_CLIENT_ID},
-	    {"client-secret-file", required_argument, NULL, O_SECRET_FILE},
-	    {"auth", required_argument, NULL, O_AUTH},
-	    {"cloud", required_argument, NULL, O_CLOUD},
-	    {"login-url", required_argument, NULL, O_LOGIN},
-	    {"graph-url", required_argument, NULL, O_GRAPH},
-	    {"smtp-url", required_argument, NULL, O_SMTP},
-	    {"ca-file", required_argument, NULL, O_CA},
-	    {"large-messages", required_argument, NULL, O_LARGE},
-	    {"default", no_argument, NULL, O_DEFAULT},
-	    {"config", required_argument, NULL, O_CONFIG},
-	    {"set", required_argument, NULL, O_SET},
-	    {NULL, 0, NULL, 0}};
-	const char *provider = "microsoft-graph", *sender = NULL, *secret_file = NULL;
-	const char *auth = "delegated", *cloud = "global", *large = "fail";
-	struct cli_opts o = {0};
-	json_t *settings = json_object();
-	struct oauth_endpoints ep;
-	enum oauth_provider p;
-	enum oauth_auth a;
-	struct mb_err err = {0};
-	struct env e;
-	struct store_conn sc;
-	char *secret = NULL, *json = NULL, aad[300], fp[24];
-	int c, rc = EX_USAGE;
+	free(*field);
+	*field = mb_strdup(v);
+}
 
+/* Fills def from the options of connection add; -1 on an unknown option. */
+static int
+conn_add_opts(int argc, char **argv, struct oauth_conn_def *def, struct cli_opts *o,
+              const char **secret_file, bool *make_default)
+{
+	static const struct option longopts[] = {
+	    {"provider", required_argument, NULL, 'p'},
+	    {"sender", required_argument, NULL, 'S'},
+	    {"tenant", required_argument, NULL, 't'},
+	    {"client-id", required_argument, NULL, 'i'},
+	    {"client-secret-file", required_argument, NULL, 'f'},
+	    {"auth", required_argument, NULL, 'a'},
+	    {"cloud", required_argument, NULL, 'C'},
+	    {"login-url", required_argument, NULL, 'L'},
+	    {"graph-url", required_argument, NULL, 'G'},
+	    {"smtp-url", required_argument, NULL, 'M'},
+	    {"ca-file", required_argument, NULL, 'A'},
+	    {"large-messages", required_argument, NULL, 'l'},
+	    {"default", no_argument, NULL, 'd'},
+	    {"config", required_argument, NULL, 'c'},
+	    {"set", required_argument, NULL, 's'},
+	    {NULL, 0, NULL, 0}};
+	char **fields[128] = {NULL};
+	int c;
+
+	fields['p'] = &def->provider;
+	fields['S'] = &def->sender;
+	fields['t'] = &def->tenant;
+	fields['i'] = &def->client_id;
+	fields['a'] = &def->auth;
+	fields['C'] = &def->cloud;
+	fields['L'] = &def->login_url;
+	fields['G'] = &def->graph_url;
+	fields['M'] = &def->smtp_url;
+	fields['A'] = &def->ca_file;
+	fields['l'] = &def->large_messages;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_PROVIDER:
-			provider = optarg;
-			break;
-		case O_SENDER:
-			sender = optarg;
-			break;
-		case O_TENANT:
-			json_object_set_new(settings, "tenant", json_string(optarg));
-			break;
-		case O_CLIENT_ID:
-			json_object_set_new(settings, "client_id", json_string(optarg));
-			break;
-		case O_SECRET_FILE:
-			secret_file = optarg;
-			break;
-		case O_AUTH:
-			auth = optarg;
-			break;
-		case O_CLOUD:
-			cloud = optarg;
-			break;
-		case O_LOGIN:
-			json_object_set_new(settings, "login_url", json_string(optarg));
-			break;
-		case O_GRAPH:
-			json_object_set_new(settings, "graph_url", json_string(optarg));
-			break;
-		case O_SMTP:
-			json_object_set_new(settings, "smtp_url", json_string(optarg));
-			break;
-		case O_CA:
-			json_object_set_new(settings, "ca_file", json_string(optarg));
-			break;
-		case O_LARGE:
-			large = optarg;
-			break;
-		case O_DEFAULT:
-			o.json = true; /* reused as "make it the default" */
-			break;
-		case 'c':
-		case O_CONFIG:
-			o.config = optarg;
-			o.config_given = true;
-			break;
-		case O_SET:
-			o.sets = mb_realloc(o.sets, (size_t)(o.nsets + 1) * sizeof(char *));
-			o.sets[o.nsets++] = optarg;
-			break;
-		default:
+		if (c > 0 && c < 128 && fields[c]) {
+			def_set(fields[c], optarg);
+		} else if (c == 'f') {
+			*secret_file = optarg;
+		} else if (c == 'd') {
+			*make_default = true;
+		} else if (c == 'c') {
+			o->config = optarg;
+			o->config_given = true;
+		} else if (c == 's') {
+			o->sets = mb_realloc(o->sets, (size_t)(o->nsets + 1) * sizeof(char *));
+			o->sets[o->nsets++] = optarg;
+		} else {
 			fprintf(stderr, "mailbridge connection add: unknown option '%s'\n",
 			        argv[optind - 1]);
-			goto out;
+			return -1;
 		}
 	}
-	if (optind != argc - 1 || sender == NULL) {
+	return 0;
+}
+
+static int
+conn_add(int argc, char **argv)
+{
+	struct oauth_conn_def def = {0};
+	struct cli_opts o = {0};
+	struct mb_err err = {0};
+	struct env e;
+	const char *secret_file = NULL, *field = NULL;
+	bool make_default = false;
+	char *secret = NULL, fp[24];
+	int rc = EX_USAGE;
+
+	def.provider = mb_strdup("microsoft-graph");
+	if (conn_add_opts(argc, argv, &def, &o, &secret_file, &make_default) < 0)
+		goto out;
+	if (optind != argc - 1 || def.sender == NULL) {
 		fprintf(stderr,
 		        "usage: mailbridge connection add NAME --provider P --sender ADDR "
 		        "[--tenant T] [--client-id ID] [--client-secret-file F] [--auth "
@@ -213,31 +188,11 @@ conn_add(int argc, char **argv)
 		        "[--default]\n");
 		goto out;
 	}
-	if (oauth_provider_parse(provider, &p) < 0 || oauth_auth_parse(auth, &a) < 0) {
-		fprintf(stderr, "mailbridge: --provider must be microsoft-graph, microsoft-smtp or "
-		                "smtp; --auth delegated or app-only\n");
+	def.name = mb_strdup(argv[optind]);
+	if (oauth_conn_def_check(&def, secret_file != NULL, &field, &err) < 0) {
+		fprintf(stderr, "mailbridge: %s\n", err.msg); /* the message names the field */
 		goto out;
 	}
-	if (strchr(sender, '@') == NULL) {
-		fprintf(stderr, "mailbridge: --sender must be a mailbox address (user@domain)\n");
-		goto out;
-	}
-	if (strcmp(large, "fail") != 0 && strcmp(large, "upload-session") != 0 &&
-	    strcmp(large, "smtp") != 0) {
-		fprintf(stderr,
-		        "mailbridge: --large-messages must be fail, upload-session or smtp\n");
-		goto out;
-	}
-	if (oauth_endpoints_resolve(
-	        cloud, json_string_value(json_object_get(settings, "login_url")),
-	        json_string_value(json_object_get(settings, "graph_url")),
-	        json_string_value(json_object_get(settings, "smtp_url")), &ep, &err) < 0) {
-		fprintf(stderr, "mailbridge: %s\n", err.msg);
-		goto out;
-	}
-	json_object_set_new(settings, "auth", json_string(auth));
-	json_object_set_new(settings, "cloud", json_string(cloud));
-	json_object_set_new(settings, "large_messages", json_string(large));
 	if (secret_file && read_first_line(secret_file, &secret) < 0) {
 		rc = EX_NOINPUT;
 		goto out;
@@ -245,44 +200,29 @@ conn_add(int argc, char **argv)
 	rc = env_open(&o, &e);
 	if (rc != EX_OK)
 		goto out;
-	if (config_conn_find(e.cfg, argv[optind])) {
+	if (config_conn_find(e.cfg, def.name)) {
 		fprintf(stderr, "mailbridge: connection %s is defined in %s; change it there\n",
-		        argv[optind], e.cfg->path ? e.cfg->path : "the config file");
+		        def.name, e.cfg->path ? e.cfg->path : "the config file");
 		rc = EX_DATAERR;
-		goto close;
-	}
-	memset(&sc, 0, sizeof(sc));
-	json = json_dumps(settings, JSON_COMPACT | JSON_SORT_KEYS);
-	sc.name = argv[optind];
-	sc.provider = (char *)provider;
-	sc.sender = (char *)sender;
-	sc.settings = json;
-	sc.source = "store";
-	if (secret) {
-		oauth_aad_secret(sc.name, aad, sizeof(aad));
-		sc.secret = mb_seal(&e.key, secret, strlen(secret), aad, &sc.secret_len);
-		mb_fingerprint(secret, strlen(secret), fp);
-		sc.secret_fp = fp;
-	}
-	if (store_conn_put(e.st, &sc, &err) < 0 ||
-	    (o.json && store_setting_set(e.st, "default_connection", sc.name, &err) < 0)) {
+	} else if (oauth_conn_def_save(e.st, &e.key, &def, secret, &err) < 0 ||
+	           (make_default &&
+	            store_setting_set(e.st, "default_connection", def.name, &err) < 0)) {
 		fprintf(stderr, "mailbridge: %s\n", err.msg);
 		rc = EX_IOERR;
 	} else {
-		printf("connection %s saved (%s, %s%s%s)\n", sc.name, provider, sender,
+		if (secret)
+			mb_fingerprint(secret, strlen(secret), fp);
+		printf("connection %s saved (%s, %s%s%s)\n", def.name, def.provider, def.sender,
 		       secret ? ", client secret " : "", secret ? fp : "");
-		if (p != OAUTH_PROVIDER_SMTP)
+		if (strcmp(def.provider, "smtp") != 0)
 			printf("next: mailbridge auth login %s --device   (or --browser)\n",
-			       sc.name);
+			       def.name);
 		rc = EX_OK;
 	}
-	free(sc.secret);
-close:
 	env_close(&e);
 out:
 	mb_secret_free(secret);
-	free(json);
-	json_decref(settings);
+	oauth_conn_def_release(&def);
 	free(o.sets);
 	return rc;
 }

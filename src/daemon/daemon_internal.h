@@ -47,6 +47,7 @@ void daemon_on_stop(void *arg);
 void daemon_on_drain(void *arg);
 void daemon_on_hup(void *arg);
 void daemon_on_retention(void *arg);
+int64_t daemon_retention_days(struct daemon *d);
 void daemon_on_watchdog(void *arg);
 void daemon_on_queued(void *arg);
 enum mb_log_level daemon_log_level(const char *s);

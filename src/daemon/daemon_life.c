@@ -1,6 +1,7 @@
 /* The daemon's life after start-up: stop, reload, retention, the systemd watchdog. */
 #include "daemon_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
@@ -71,9 +72,21 @@ pruned(void *arg, int status, int64_t n)
 	}
 	if (d->pruned)
 		mb_info("daemon: retention: %lld messages older than %lld days removed",
-		        (long long)d->pruned, (long long)d->cfg->server.log_retention_days);
+		        (long long)d->pruned, (long long)daemon_retention_days(d));
 	d->pruned = 0;
 	ev_timer_start(d->retention, 3600 * 1000);
+}
+
+/* log_retention_days: the config file's, else the one set through the API, else the
+ * default (store_server_setting). */
+int64_t
+daemon_retention_days(struct daemon *d)
+{
+	char *v = store_server_setting(d->st, d->cfg, "log_retention_days", NULL);
+	int64_t days = v ? strtoll(v, NULL, 10) : 0;
+
+	free(v);
+	return days >= 1 && days <= 3650 ? days : d->cfg->server.log_retention_days;
 }
 
 /* Delivered and failed messages (body and log entry) go after log_retention_days. */
@@ -81,7 +94,7 @@ void
 daemon_on_retention(void *arg)
 {
 	struct daemon *d = arg;
-	int64_t cutoff = mb_now_ms() - d->cfg->server.log_retention_days * 86400 * 1000;
+	int64_t cutoff = mb_now_ms() - daemon_retention_days(d) * 86400 * 1000;
 
 	if (d->stopping)
 		return;

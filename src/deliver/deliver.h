@@ -84,6 +84,9 @@ void deliver_kick(struct deliver *d);
 /* A reloaded config: connections and the retry schedule are read again. On error (a bad
  * retry_schedule) nothing changes. */
 int deliver_set_config(struct deliver *d, const struct config *cfg, struct mb_err *err);
+/* Connections or the default connection changed in the store (the API): read them again
+ * now rather than at the next periodic reload. */
+void deliver_conns_changed(struct deliver *d);
 /* Stops claiming and starting deliveries; call before freeing the http client. */
 void deliver_stop(struct deliver *d);
 /* Stops claiming. Deliveries in flight are abandoned; their leases are given back at the
@@ -92,6 +95,14 @@ void deliver_free(struct deliver *d);
 size_t deliver_inflight(const struct deliver *d);
 /* Prometheus text: deliveries by result and connection, latency histograms per transport. */
 void deliver_metrics(const struct deliver *d, struct mb_buf *out);
+
+/* End of a message's header block: the offset of the empty line's first byte, or len. */
+size_t deliver_header_end(const char *p, size_t len);
+/* Calls fn for each header field of the message p: its name, its unfolded value (line breaks
+ * dropped, the white space after them kept) and the field's byte range [start, end). */
+typedef void (*deliver_header_cb)(void *arg, const char *name, size_t nlen, const char *value,
+                                  size_t start, size_t end);
+void deliver_each_header(const char *p, size_t len, deliver_header_cb fn, void *arg);
 
 /* A message addressed anew (a resend to other recipients): To: names them, Cc: and Bcc: are
  * dropped, Resent-Date/Resent-To are added; everything else is kept. Graph reads its

@@ -25,11 +25,24 @@ on_queued(void *arg, int status, const char *errmsg)
 		mb_warn("deliver: alert mail not queued: %s", errmsg ? errmsg : "?");
 }
 
-void
-deliver_alert_send(const struct config *cfg, struct http_client *http, struct store_writer *writer,
-                   const char *text)
+bool
+deliver_alert_is_configured(const struct config *cfg, struct store *st)
 {
-	const char *url = cfg->server.alert_webhook, *to = cfg->server.alert_email;
+	char *url = store_server_setting(st, cfg, "alert_webhook", NULL);
+	char *to = store_server_setting(st, cfg, "alert_email", NULL);
+	bool yes = url || to;
+
+	free(url);
+	free(to);
+	return yes;
+}
+
+void
+deliver_alert_send(const struct config *cfg, struct store *st, struct http_client *http,
+                   struct store_writer *writer, const char *text)
+{
+	char *url = store_server_setting(st, cfg, "alert_webhook", NULL);
+	char *to = store_server_setting(st, cfg, "alert_email", NULL);
 
 	if (url && *url) {
 		static const char *const hdrs[] = {"Content-Type: application/json", NULL};
@@ -61,4 +74,6 @@ deliver_alert_send(const struct config *cfg, struct http_client *http, struct st
 		m->body_len = strlen(m->body);
 		store_writer_submit(writer, m, on_queued, NULL);
 	}
+	free(url);
+	free(to);
 }

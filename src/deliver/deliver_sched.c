@@ -181,6 +181,15 @@ budget_mark(void *arg, int64_t at_ms, int64_t n)
 	c->day_total += n;
 }
 
+static void
+senders_copy(struct conn_rt *c, const char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		c->senders.v = mb_realloc(c->senders.v, (c->senders.n + 1) * sizeof(char *));
+		c->senders.v[c->senders.n++] = mb_strdup(v[i]);
+	}
+}
+
 /* (Re)loads one connection's settings; keeps its queue and counters. */
 static void
 conn_load(struct deliver *d, const char *name)
@@ -216,11 +225,7 @@ conn_load(struct deliver *d, const char *name)
 	c->timeout_ms = 60000;
 	c->tls_required = true;
 	if (cc) {
-		for (size_t i = 0; i < cc->senders.n; i++) {
-			c->senders.v =
-			    mb_realloc(c->senders.v, (c->senders.n + 1) * sizeof(char *));
-			c->senders.v[c->senders.n++] = mb_strdup(cc->senders.v[i]);
-		}
+		senders_copy(c, (const char *const *)cc->senders.v, cc->senders.n);
 		c->is_default = cc->is_default;
 		c->fallback = cc->fallback ? mb_strdup(cc->fallback) : NULL;
 		c->force_from = cc->force_from;
@@ -233,6 +238,11 @@ conn_load(struct deliver *d, const char *name)
 		c->tls_required = cc->tls == NULL || strcmp(cc->tls, "none") != 0;
 		c->username = cc->username ? mb_strdup(cc->username) : NULL;
 		c->password = secret_from(cc->password_file, cc->password_env);
+	} else if (c->oc) {
+		/* made with the command line or the API: routing is in the stored settings */
+		senders_copy(c, (const char *const *)c->oc->senders, c->oc->nsenders);
+		c->fallback = c->oc->fallback ? mb_strdup(c->oc->fallback) : NULL;
+		c->force_from = c->oc->force_from;
 	}
 	if (c->cap == 0 && c->oc)
 		c->cap = c->oc->provider == OAUTH_PROVIDER_GRAPH ? 4 : 3;
@@ -339,7 +349,7 @@ alert(struct deliver *d, const char *cause_key, const char *text)
 	int64_t now = mb_mono_ms();
 	struct alert_mark *slot = &d->alerts[0];
 
-	if (d->d.cfg->server.alert_webhook == NULL && d->d.cfg->server.alert_email == NULL)
+	if (!deliver_alert_is_configured(d->d.cfg, d->d.st))
 		return;
 	for (size_t i = 0; i < 32; i++) {
 		if (strcmp(d->alerts[i].key, cause_key) == 0) {
@@ -353,7 +363,7 @@ alert(struct deliver *d, const char *cause_key, const char *text)
 		return; /* at most one alert per minute per cause */
 	snprintf(slot->key, sizeof(slot->key), "%s", cause_key);
 	slot->at_ms = now;
-	deliver_alert_send(d->d.cfg, d->d.http, d->d.writer, text);
+	deliver_alert_send(d->d.cfg, d->d.st, d->d.http, d->d.writer, text);
 }
 
 static void
@@ -871,6 +881,12 @@ parse_schedule(const struct config *cfg, int64_t *out, size_t *n, struct mb_err 
 	if (*n == 0)
 		out[(*n)++] = 300;
 	return 0;
+}
+
+void
+deliver_conns_changed(struct deliver *d)
+{
+	conns_reload(d);
 }
 
 int

@@ -187,6 +187,10 @@ struct oauth_conn {
 	char *ca_file;
 	bool upload_sessions; /* large_messages = upload-session: Mail.ReadWrite too */
 	bool large_by_smtp;   /* large_messages = smtp: consent to SMTP.Send too */
+	char **senders;       /* further From addresses routed to this connection */
+	size_t nsenders;
+	char *fallback; /* the connection tried when this one is down; NULL = none */
+	bool force_from;
 };
 
 /* Builds the connection NAME from the config file, else from the store. The secret is read
@@ -197,6 +201,46 @@ void oauth_conn_free(struct oauth_conn *c);
 /* Mirrors the config file's connections into the store (source = 'config'), so their state
  * is remembered; store-made connections are left alone. */
 int oauth_conns_sync(const struct config *cfg, struct store *st, struct mb_err *err);
+
+/* ---- connections made with the command line or the API (source "store") ----
+ *
+ * What defines one, as text: the command line's options and the API's fields. Every string
+ * is owned (NULL = unset). oauth_conn_def_check() names the field at fault; save seals the
+ * secret and stores the rest as the row's settings JSON. */
+struct oauth_conn_def {
+	char *name;
+	char *provider; /* microsoft-graph | microsoft-smtp | smtp */
+	char *sender;
+	char *auth;  /* delegated | app-only; NULL = delegated */
+	char *cloud; /* NULL = global */
+	char *tenant;
+	char *client_id;
+	char *login_url, *graph_url, *smtp_url, *ca_file;
+	char *large_messages; /* fail | upload-session | smtp; NULL = fail */
+	char *fallback;
+	bool force_from;
+	char **senders;
+	size_t nsenders;
+};
+
+#define OAUTH_CONN_NAME_MAX 64
+
+/* 1 to OAUTH_CONN_NAME_MAX letters, digits, '-', '_' or '.' (as a [connection NAME]). */
+bool oauth_conn_name_is_valid(const char *name);
+/* A mailbox address as a sender: local@domain, no spaces, brackets or control bytes. */
+bool oauth_addr_is_valid(const char *addr);
+/* Fills def from the stored row NAME (MB_ENOTFOUND when absent). */
+int oauth_conn_def_load(struct store *st, const char *name, struct oauth_conn_def *def,
+                        struct mb_err *err);
+void oauth_conn_def_release(struct oauth_conn_def *def);
+/* Checks every field; on failure *field names the one at fault ("sender", "tenant", ...) and
+ * err says why. has_secret: a client secret will be stored with it (app-only needs one). */
+int oauth_conn_def_check(const struct oauth_conn_def *def, bool has_secret, const char **field,
+                         struct mb_err *err);
+/* Stores def as a "store" connection. secret: the new client secret in clear (sealed here),
+ * or NULL to keep the one stored (if any). */
+int oauth_conn_def_save(struct store *st, const struct mb_key *key,
+                        const struct oauth_conn_def *def, const char *secret, struct mb_err *err);
 
 /* "token:{conn}:{resource}:{kind}" and "secret:{conn}": what sealed blobs are bound to. */
 void oauth_aad_token(const char *conn, enum oauth_resource r, const char *kind, char *out,
@@ -216,6 +260,50 @@ int oauth_browser_start(const struct oauth_conn *c, struct store *st, const stru
  * and *explain (may be NULL) carries the cause and fix. */
 int oauth_device_login(const struct oauth_conn *c, struct store *st, const struct mb_key *key,
                        FILE *out, struct oauth_explain *explain, struct mb_err *err);
+
+/* The device flow in steps, without I/O of its own, for oauth_device_login() and for the
+ * daemon, which sends the requests through its async client and polls on timers:
+ *   1. oauth_device_code_request(): POST form to url (the devicecode endpoint);
+ *   2. oauth_device_code_answer() on the answer: 0 started, 1 send step 1 again (the server
+ *      wants the client secret; with_secret is now set), -1 failed;
+ *   3. every dev->interval_s seconds, oauth_device_poll_request() and
+ *      oauth_device_poll_answer() on its answer, until it is not PENDING. */
+struct oauth_device {
+	struct oauth_device_resp d; /* device_code is secret */
+	bool with_secret;
+	int64_t interval_s;
+	int64_t deadline_ms; /* mb_mono_ms() when the code expires */
+	char account[320];   /* after OAUTH_DEVICE_DONE: the signed-in account, or "" */
+	int64_t expires_in;  /* after OAUTH_DEVICE_DONE: the access token's lifetime (s) */
+};
+
+enum oauth_device_poll {
+	OAUTH_DEVICE_PENDING,  /* poll again after dev->interval_s (grown on slow_down) */
+	OAUTH_DEVICE_DONE,     /* signed in: the first token is stored */
+	OAUTH_DEVICE_DECLINED, /* the user said no */
+	OAUTH_DEVICE_EXPIRED,  /* the code expired first */
+	OAUTH_DEVICE_FAILED    /* anything else: err and *explain say why */
+};
+
+void oauth_device_code_request(const struct oauth_conn *c, const struct oauth_device *dev,
+                               struct mb_buf *url, struct mb_buf *form);
+int oauth_device_code_answer(const struct oauth_conn *c, struct oauth_device *dev, long status,
+                             const char *body, size_t len, struct oauth_explain *explain,
+                             struct mb_err *err);
+void oauth_device_poll_request(const struct oauth_conn *c, const struct oauth_device *dev,
+                               struct mb_buf *url, struct mb_buf *form);
+/* status 0: no answer (a transport error), which keeps polling until the code expires. On
+ * DONE the token is stored with oauth_tokens_save(); the other resources the provider needs
+ * are minted from the refresh token later (oauth_device_login does it at once). */
+enum oauth_device_poll oauth_device_poll_answer(const struct oauth_conn *c, struct store *st,
+                                                const struct mb_key *key, struct oauth_device *dev,
+                                                long status, const char *body, size_t len,
+                                                struct oauth_explain *explain, struct mb_err *err);
+void oauth_device_release(struct oauth_device *dev); /* wipes the device code */
+
+/* "{base}/oauth/callback", base without its trailing slashes: the browser flow's redirect
+ * URI. */
+void oauth_redirect_uri(const char *base, struct mb_buf *out);
 
 /* Redeems an authorization code (the callback's second half), stores the tokens, and returns
  * the signed-in account in account (may be empty). */
@@ -247,6 +335,9 @@ struct oauth_tm *oauth_tm_new(struct ev_loop *loop, struct http_client *http,
                               const struct config *cfg, struct store *st, const struct mb_key *key);
 /* A reloaded config: later requests read connections from it. */
 void oauth_tm_set_config(struct oauth_tm *tm, const struct config *cfg);
+/* Connection NAME changed (new sign-in, new settings, removed): drop the access tokens held
+ * for it and any back-off, so the next request reads the store again. */
+void oauth_tm_forget(struct oauth_tm *tm, const char *conn);
 /* Free the http client first: its cancelled requests answer every waiter. */
 void oauth_tm_free(struct oauth_tm *tm);
 /* A valid access token for (connection, resource). Concurrent callers share one request.

@@ -30,20 +30,18 @@ is_confidential(const struct oauth_conn *c)
 	return c->client_secret != NULL;
 }
 
-/* POSTs a form to the token (or devicecode) endpoint. Returns 0 with the body in resp when the
- * server answered (any status); -1 with err on a transport failure. */
+/* POSTs a form to url. Returns 0 with the body in resp when the server answered (any
+ * status); -1 with err on a transport failure. */
 static int
-post_form(const struct oauth_conn *c, const char *what, const struct mb_buf *form,
-          struct http_response *resp, struct mb_err *err)
+post_url(const struct oauth_conn *c, const char *url, const struct mb_buf *form,
+         struct http_response *resp, struct mb_err *err)
 {
 	static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
 	                                   "Accept: application/json", NULL};
-	struct mb_buf url = {0};
 	struct http_request req = {.method = "POST", .headers = hdrs, .timeout_ms = 30000};
 	int rc;
 
-	oauth_endpoint_url(&c->ep, c->tenant, what, &url);
-	req.url = url.data;
+	req.url = url;
 	req.body = form->data;
 	req.body_len = form->len;
 	req.ca_file = c->ca_file;
@@ -51,6 +49,19 @@ post_form(const struct oauth_conn *c, const char *what, const struct mb_buf *for
 	if (rc < 0)
 		mb_err_set(err, MB_ETEMP, "cannot reach %s: %s", c->ep.login,
 		           resp->error ? resp->error : "transport error");
+	return rc;
+}
+
+/* POSTs a form to the token (or devicecode) endpoint, as post_url(). */
+static int
+post_form(const struct oauth_conn *c, const char *what, const struct mb_buf *form,
+          struct http_response *resp, struct mb_err *err)
+{
+	struct mb_buf url = {0};
+	int rc;
+
+	oauth_endpoint_url(&c->ep, c->tenant, what, &url);
+	rc = post_url(c, url.data, form, resp, err);
 	mb_buf_release(&url);
 	return rc;
 }
@@ -220,6 +231,16 @@ first_resource(const struct oauth_conn *c)
 	                                                          : OAUTH_RES_OUTLOOK;
 }
 
+void
+oauth_redirect_uri(const char *base, struct mb_buf *out)
+{
+	size_t n = strlen(base);
+
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	mb_buf_printf(out, "%.*s/oauth/callback", (int)n, base);
+}
+
 int
 oauth_browser_start(const struct oauth_conn *c, struct store *st, const struct mb_key *key,
                     const char *public_url, struct mb_buf *url, char *state_out, size_t state_len,
@@ -243,7 +264,7 @@ oauth_browser_start(const struct oauth_conn *c, struct store *st, const struct m
 	oauth_base64url(rnd, sizeof(rnd), &state);
 	oauth_pkce_verifier(verifier);
 	oauth_pkce_challenge(verifier, challenge);
-	mb_buf_printf(&redirect, "%s/oauth/callback", public_url);
+	oauth_redirect_uri(public_url, &redirect);
 	snprintf(aad, sizeof(aad), "oauth-state:%s", state.data);
 	ct = mb_seal(key, verifier, strlen(verifier), aad, &ct_len);
 	mb_secret_wipe(verifier, sizeof(verifier));
@@ -370,121 +391,210 @@ wants_secret(const struct http_response *resp)
 	return false;
 }
 
+/* ---- the device flow ---- */
+
+#define DEVICE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
+
+void
+oauth_device_code_request(const struct oauth_conn *c, const struct oauth_device *dev,
+                          struct mb_buf *url, struct mb_buf *form)
+{
+	struct mb_buf scope = {0};
+
+	oauth_scopes_authorize(&c->ep, consent_provider(c), c->upload_sessions, &scope);
+	http_form_add(form, "client_id", c->client_id);
+	http_form_add(form, "scope", scope.data);
+	if (dev->with_secret)
+		http_form_add(form, "client_secret", c->client_secret);
+	oauth_endpoint_url(&c->ep, c->tenant, "devicecode", url);
+	mb_buf_release(&scope);
+}
+
+int
+oauth_device_code_answer(const struct oauth_conn *c, struct oauth_device *dev, long status,
+                         const char *body, size_t len, struct oauth_explain *ex, struct mb_err *err)
+{
+	struct http_response resp = {
+	    .result = HTTP_OK, .status = status, .body = body, .body_len = len};
+
+	/* The device flow is a public-client flow: Entra wants no secret when the app allows
+	 * public client flows (AADSTS700025 otherwise). A server that insists on the secret
+	 * (AADSTS7000218) gets it, once. */
+	if (!dev->with_secret && c->client_secret && wants_secret(&resp)) {
+		dev->with_secret = true;
+		return 1;
+	}
+	if (status != 200) {
+		explain_response(c, &resp, ex, err);
+		return -1;
+	}
+	if (oauth_device_resp_parse(body, len, &dev->d, err) < 0)
+		return -1;
+	dev->interval_s = dev->d.interval > 0 ? dev->d.interval : 5;
+	dev->deadline_ms = mb_mono_ms() + dev->d.expires_in * 1000;
+	return 0;
+}
+
+void
+oauth_device_poll_request(const struct oauth_conn *c, const struct oauth_device *dev,
+                          struct mb_buf *url, struct mb_buf *form)
+{
+	http_form_add(form, "grant_type", DEVICE_GRANT);
+	http_form_add(form, "client_id", c->client_id);
+	http_form_add(form, "device_code", dev->d.device_code);
+	if (dev->with_secret)
+		http_form_add(form, "client_secret", c->client_secret);
+	oauth_endpoint_url(&c->ep, c->tenant, "token", url);
+}
+
+/* Whether the code expires before the next poll could be answered. */
+static enum oauth_device_poll
+device_wait(const struct oauth_device *dev, struct mb_err *err)
+{
+	if (mb_mono_ms() + dev->interval_s * 1000 <= dev->deadline_ms + 1000)
+		return OAUTH_DEVICE_PENDING;
+	mb_err_set(err, MB_ETEMP,
+	           "the code expired before sign-in finished (after %lld s); start the sign-in "
+	           "again",
+	           (long long)dev->d.expires_in);
+	return OAUTH_DEVICE_EXPIRED;
+}
+
+static enum oauth_device_poll
+device_signed_in(const struct oauth_conn *c, struct store *st, const struct mb_key *key,
+                 struct oauth_device *dev, const char *body, size_t len, struct mb_err *err)
+{
+	struct oauth_token_resp t;
+	int rc = oauth_token_resp_parse(body, len, &t, err);
+
+	/* the authorize scopes list Graph first: that is the token's audience, whatever the
+	 * provider needs */
+	if (rc == 0)
+		rc = oauth_tokens_save(c, st, key, OAUTH_RES_GRAPH, &t, err);
+	if (rc == 0) {
+		snprintf(dev->account, sizeof(dev->account), "%s", t.account ? t.account : "");
+		dev->expires_in = t.expires_in;
+	}
+	oauth_token_resp_release(&t);
+	return rc == 0 ? OAUTH_DEVICE_DONE : OAUTH_DEVICE_FAILED;
+}
+
+enum oauth_device_poll
+oauth_device_poll_answer(const struct oauth_conn *c, struct store *st, const struct mb_key *key,
+                         struct oauth_device *dev, long status, const char *body, size_t len,
+                         struct oauth_explain *ex, struct mb_err *err)
+{
+	struct http_response resp = {
+	    .result = HTTP_OK, .status = status, .body = body, .body_len = len};
+	struct oauth_error oe;
+	struct oauth_explain e;
+
+	if (status == 0) /* a network blip while polling: keep polling until the code expires */
+		return device_wait(dev, err);
+	if (status == 200)
+		return device_signed_in(c, st, key, dev, body, len, err);
+	oauth_error_parse(body, len, (int)status, &oe);
+	if (strcmp(oe.error, "authorization_pending") == 0)
+		return device_wait(dev, err);
+	if (strcmp(oe.error, "slow_down") == 0) {
+		dev->interval_s += 5;
+		return device_wait(dev, err);
+	}
+	oauth_error_explain(&oe, &e);
+	if (ex)
+		*ex = e;
+	if (strcmp(oe.error, "expired_token") == 0) {
+		mb_err_set(err, MB_ETEMP,
+		           "the code expired before sign-in finished; start the sign-in again");
+		return OAUTH_DEVICE_EXPIRED;
+	}
+	if (strcmp(oe.error, "authorization_declined") == 0) {
+		mb_err_set(err, MB_EINVAL, "sign-in was declined: %s", e.fix);
+		return OAUTH_DEVICE_DECLINED;
+	}
+	explain_response(c, &resp, ex, err);
+	return OAUTH_DEVICE_FAILED;
+}
+
+void
+oauth_device_release(struct oauth_device *dev)
+{
+	oauth_device_resp_release(&dev->d);
+	memset(dev, 0, sizeof(*dev));
+}
+
+/* One request of the device flow, blocking: returns the HTTP status, or 0 when the server
+ * could not be reached (err says why). */
+static long
+device_post(const struct oauth_conn *c, const struct oauth_device *dev, bool poll,
+            struct http_response *resp, struct mb_err *err)
+{
+	struct mb_buf url = {0}, form = {0};
+	long status;
+
+	if (poll)
+		oauth_device_poll_request(c, dev, &url, &form);
+	else
+		oauth_device_code_request(c, dev, &url, &form);
+	status = post_url(c, url.data, &form, resp, err) < 0 ? 0 : resp->status;
+	mb_buf_wipe(&form);
+	mb_buf_release(&url);
+	return status;
+}
+
+/* Steps 1 and 2: the device code, asked again once with the secret if the server wants it. */
+static int
+device_begin(const struct oauth_conn *c, struct oauth_device *dev, struct oauth_explain *ex,
+             struct mb_err *err)
+{
+	int rc;
+
+	do {
+		struct http_response resp;
+		long status = device_post(c, dev, false, &resp, err);
+
+		rc = status == 0 ? -1
+		                 : oauth_device_code_answer(c, dev, status, resp.body,
+		                                            resp.body_len, ex, err);
+		http_response_release(&resp);
+	} while (rc == 1);
+	return rc;
+}
+
 int
 oauth_device_login(const struct oauth_conn *c, struct store *st, const struct mb_key *key,
                    FILE *out, struct oauth_explain *ex, struct mb_err *err)
 {
-	struct mb_buf form = {0}, scope = {0};
-	struct http_response resp;
-	struct oauth_device_resp d;
-	int64_t deadline, interval;
-	int rc = -1;
-
-	bool with_secret = false;
+	struct oauth_device dev;
+	enum oauth_device_poll p;
+	int rc;
 
 	if (c->auth == OAUTH_AUTH_APP_ONLY)
 		return client_credentials(c, st, key, out, ex, err);
-	oauth_scopes_authorize(&c->ep, consent_provider(c), c->upload_sessions, &scope);
-again:
-	http_form_add(&form, "client_id", c->client_id);
-	http_form_add(&form, "scope", scope.data);
-	if (with_secret)
-		http_form_add(&form, "client_secret", c->client_secret);
-	rc = post_form(c, "devicecode", &form, &resp, err);
-	mb_buf_wipe(&form);
-	if (rc < 0) {
-		mb_buf_release(&scope);
-		http_response_release(&resp);
+	memset(&dev, 0, sizeof(dev));
+	if (device_begin(c, &dev, ex, err) < 0) {
+		oauth_device_release(&dev);
 		return -1;
 	}
-	/* The device flow is a public-client flow: Entra wants no secret when the app allows
-	 * public client flows (AADSTS700025 otherwise). A server that insists on the secret
-	 * (AADSTS7000218) gets it, once. */
-	if (!with_secret && c->client_secret && wants_secret(&resp)) {
-		with_secret = true;
-		http_response_release(&resp);
-		goto again;
-	}
-	mb_buf_release(&scope);
-	if (resp.status != 200) {
-		explain_response(c, &resp, ex, err);
-		http_response_release(&resp);
-		return -1;
-	}
-	rc = oauth_device_resp_parse(resp.body, resp.body_len, &d, err);
-	http_response_release(&resp);
-	if (rc < 0)
-		return -1;
-	fprintf(out, "%s\n", d.message ? d.message : "");
+	fprintf(out, "%s\n", dev.d.message ? dev.d.message : "");
 	fflush(out);
-	deadline = mb_mono_ms() + d.expires_in * 1000;
-	interval = d.interval > 0 ? d.interval : 5;
-	rc = -1;
-	for (;;) {
-		struct oauth_token_resp t;
-		struct oauth_error oe;
-		struct oauth_explain e;
+	p = device_wait(&dev, err);
+	while (p == OAUTH_DEVICE_PENDING) {
+		struct http_response resp;
+		long status;
 
-		if (mb_mono_ms() + interval * 1000 > deadline + 1000) {
-			mb_err_set(err, MB_ETEMP,
-			           "the code expired before sign-in finished (after %lld s); run "
-			           "the command again",
-			           (long long)d.expires_in);
-			break;
-		}
-		sleep((unsigned)interval);
-		http_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
-		http_form_add(&form, "client_id", c->client_id);
-		http_form_add(&form, "device_code", d.device_code);
-		if (with_secret)
-			http_form_add(&form, "client_secret", c->client_secret);
-		if (post_form(c, "token", &form, &resp, err) < 0) {
-			/* a network blip while polling: keep polling until the code expires */
-			mb_buf_wipe(&form);
-			http_response_release(&resp);
-			continue;
-		}
-		mb_buf_wipe(&form);
-		if (resp.status == 200) {
-			rc = oauth_token_resp_parse(resp.body, resp.body_len, &t, err);
-			http_response_release(&resp);
-			if (rc == 0) {
-				/* the authorize scopes list Graph first: that is the token's
-				 * audience, whatever the provider needs */
-				rc = oauth_tokens_save(c, st, key, OAUTH_RES_GRAPH, &t, err);
-				if (rc == 0 && out)
-					fprintf(out, "Connected as %s.\n",
-					        t.account ? t.account : "(unknown account)");
-			}
-			oauth_token_resp_release(&t);
-			if (rc == 0)
-				rc = mint_needed(c, st, key, OAUTH_RES_GRAPH, ex, err);
-			break;
-		}
-		oauth_error_parse(resp.body, resp.body_len, (int)resp.status, &oe);
-		if (strcmp(oe.error, "authorization_pending") == 0) {
-			http_response_release(&resp);
-			continue;
-		}
-		if (strcmp(oe.error, "slow_down") == 0) {
-			interval += 5;
-			http_response_release(&resp);
-			continue;
-		}
-		oauth_error_explain(&oe, &e);
-		if (ex)
-			*ex = e;
-		if (strcmp(oe.error, "expired_token") == 0)
-			mb_err_set(err, MB_ETEMP,
-			           "the code expired before sign-in finished; run the "
-			           "command again");
-		else if (strcmp(oe.error, "authorization_declined") == 0)
-			mb_err_set(err, MB_EINVAL, "sign-in was declined: %s", e.fix);
-		else
-			explain_response(c, &resp, ex, err);
+		sleep((unsigned)dev.interval_s);
+		status = device_post(c, &dev, true, &resp, err);
+		p = oauth_device_poll_answer(c, st, key, &dev, status, resp.body, resp.body_len, ex,
+		                             err);
 		http_response_release(&resp);
-		break;
 	}
-	oauth_device_resp_release(&d);
+	rc = p == OAUTH_DEVICE_DONE ? 0 : -1;
+	if (rc == 0 && out)
+		fprintf(out, "Connected as %s.\n",
+		        *dev.account ? dev.account : "(unknown account)");
+	if (rc == 0)
+		rc = mint_needed(c, st, key, OAUTH_RES_GRAPH, ex, err);
+	oauth_device_release(&dev);
 	return rc;
 }

@@ -503,6 +503,21 @@ oauth_tm_set_config(struct oauth_tm *tm, const struct config *cfg)
 }
 
 void
+oauth_tm_forget(struct oauth_tm *tm, const char *conn)
+{
+	for (struct entry *e = tm->entries; e; e = e->next) {
+		if (strcmp(e->conn, conn) != 0)
+			continue;
+		drop_access(e);
+		e->failures = 0;
+		e->retry_at_ms = 0;
+		/* a request in flight finishes and answers its waiters; only the back-off goes */
+		if (!e->http_id)
+			ev_timer_stop(e->timer);
+	}
+}
+
+void
 oauth_tm_free(struct oauth_tm *tm)
 {
 	struct entry *e, *next;

@@ -76,6 +76,10 @@ struct store_query {
 	int64_t limit; /* 0 = no limit */
 	int64_t offset;
 	bool oldest_first;
+	int64_t from_ms;  /* received at or after this; 0 = no bound */
+	int64_t to_ms;    /* received before this; 0 = no bound */
+	const char *text; /* NULL or "" = any; else found (ASCII case-insensitively) in a
+	                   * recipient, the sender, the From: header or the subject */
 };
 
 typedef int (*store_msg_each_cb)(void *arg, const struct store_msg *m);
@@ -83,11 +87,27 @@ typedef int (*store_msg_each_cb)(void *arg, const struct store_msg *m);
 /* Lists messages (without bodies), newest first unless oldest_first. */
 int store_msg_list(struct store *st, const struct store_query *q, store_msg_each_cb cb, void *arg,
                    struct mb_err *err);
+/* How many messages match q, its limit and offset aside; -1 on error. */
+int64_t store_msg_total(struct store *st, const struct store_query *q, struct mb_err *err);
 /* One message; NULL with MB_ENOTFOUND when absent. */
 struct store_msg *store_msg_get(struct store *st, const char *id, bool with_body,
                                 struct mb_err *err);
 int store_msg_delete(struct store *st, const char *id, struct mb_err *err);
+/* Like store_msg_delete, but a message in state sending (being delivered right now) stays:
+ * MB_EINVAL. */
+int store_msg_delete_idle(struct store *st, const char *id, struct mb_err *err);
 int64_t store_msg_count(struct store *st, enum store_state state, struct mb_err *err);
+
+struct store_result;
+/* Stores a message tried outside the queue (the Email Test): m whole, in r's state, with r's
+ * attempt row, in one transaction. */
+int store_msg_record(struct store *st, const struct store_msg *m, const struct store_result *r,
+                     struct mb_err *err);
+/* For each UTC day (Unix ms / 86400000) since since_ms with any: the messages that became
+ * sent and failed that day (by their last update). */
+int store_msg_daily(struct store *st, int64_t since_ms,
+                    void (*cb)(void *arg, int64_t day, int64_t sent, int64_t failed), void *arg,
+                    struct mb_err *err);
 
 /* The event log: what happened to messages and connections, for `mailbridge log` and the UI. */
 int store_event_add(struct store *st, const char *level, const char *msg_id, const char *connection,
@@ -186,6 +206,18 @@ int store_token_delete(struct store *st, const char *connection, const char *kin
 int store_setting_get(struct store *st, const char *key, char **value, struct mb_err *err);
 /* A NULL value removes the key (removing an absent key is not an error). */
 int store_setting_set(struct store *st, const char *key, const char *value, struct mb_err *err);
+
+/* [server] keys the admin may change at run time (store_settings.c): log_retention_days,
+ * alert_webhook, alert_email. A key set in the config file wins; else the stored setting of
+ * the same name; else the built-in default. */
+enum store_setting_source { STORE_SETTING_CONFIG, STORE_SETTING_STORE, STORE_SETTING_DEFAULT };
+struct config;
+/* The effective value as text (a new string; NULL when unset everywhere), and *source (may
+ * be NULL) where it came from. */
+char *store_server_setting(struct store *st, const struct config *cfg, const char *key,
+                           enum store_setting_source *source);
+/* Whether [server] key is set in the config file (or with --set). */
+bool store_server_setting_in_config(const struct config *cfg, const char *key);
 
 /* ---- admin API access (store_admin.c) ----
  *
