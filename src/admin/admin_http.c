@@ -221,5 +221,6 @@ admin_free(struct admin *a)
 	admin_conn_state_free(a);
 	admin_doctor_state_free(a);
 	admin_setup_state_free(a);
+	admin_msg_state_free(a);
 	free(a);
 }

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
-#include <unistd.h>
 
 #include "deliver/deliver.h"
+#include "deliver/deliver_test.h"
 #include "ev/ev.h"
 #include "http/http.h"
 #include "oauth/oauth.h"
@@ -68,7 +68,7 @@ cli_test_main(int argc, char **argv)
 	struct deliver *d = NULL;
 	struct store_msg *m;
 	struct oauth_conn *oc = NULL;
-	char *conn = NULL, date[64], host[128];
+	char *conn = NULL;
 	int rc = EX_OK;
 
 	if (cli_opts_parse(argc, argv, "set,to,from,connection", &o) < 0)
@@ -109,24 +109,16 @@ cli_test_main(int argc, char **argv)
 		rc = EX_CONFIG;
 		goto out;
 	}
-	if (gethostname(host, sizeof(host) - 1) < 0)
-		snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = '\0';
-	m = store_msg_new();
-	mb_id_new(m->id);
-	mb_rfc5322_date(mb_now_ms(), date, sizeof(date));
-	m->sender = mb_strdup(o.from ? o.from : oc->sender);
-	store_msg_add_rcpt(m, o.to[0]);
-	m->received_ms = mb_now_ms();
-	m->body = mb_asprintf("From: <%s>\r\nTo: <%s>\r\nSubject: mailbridge test through %s\r\n"
-	                      "Date: %s\r\nMessage-ID: <%s@%s>\r\nMIME-Version: 1.0\r\n"
-	                      "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-	                      "This is a test message from mailbridge on %s, sent through the "
-	                      "connection %s.\r\nIf you can read it, mail from this server reaches "
-	                      "Microsoft 365.\r\n",
-	                      m->sender, o.to[0], conn, date, m->id, host, host, conn);
-	m->body_len = strlen(m->body);
-	m->from_hdr = mb_asprintf("<%s>", m->sender);
+	{
+		/* the subject names the connection, for telling test runs apart */
+		char *subject = mb_asprintf("mailbridge test through %s", conn);
+		struct deliver_test_spec spec = {.from = o.from ? o.from : oc->sender,
+		                                 .to = o.to[0],
+		                                 .connection = conn,
+		                                 .subject = subject};
+		m = deliver_test_message(&spec);
+		free(subject);
+	}
 	t.loop = ev_loop_new();
 	http = http_client_new(t.loop);
 	tm = oauth_tm_new(t.loop, http, cfg, st, &key);

@@ -22,9 +22,8 @@ gmime_once(void)
 	}
 }
 
-/* End of the header block: the offset of the empty line's first byte, or len. */
-static size_t
-header_end(const char *p, size_t len)
+size_t
+deliver_header_end(const char *p, size_t len)
 {
 	size_t i = 0;
 
@@ -38,12 +37,10 @@ header_end(const char *p, size_t len)
 	return len;
 }
 
-/* Calls fn for each header field: its name, and its unfolded value. */
-static void
-each_header(const char *p, size_t len,
-            void (*fn)(void *, const char *, size_t, const char *, size_t, size_t), void *arg)
+void
+deliver_each_header(const char *p, size_t len, deliver_header_cb fn, void *arg)
 {
-	size_t end = header_end(p, len), i = 0;
+	size_t end = deliver_header_end(p, len), i = 0;
 
 	while (i < end) {
 		size_t start = i, colon;
@@ -127,7 +124,7 @@ deliver_addrs_from_headers(const char *body, size_t len, struct deliver_addrs *o
 	static const char *const names[] = {"To", "Cc", "Bcc", NULL};
 	struct hdr_ctx ctx = {out, names};
 
-	each_header(body, len, collect_fields, &ctx);
+	deliver_each_header(body, len, collect_fields, &ctx);
 }
 
 void
@@ -214,7 +211,7 @@ void
 deliver_prepare(const struct store_msg *m, bool add_bcc, bool force_from, const char *sender,
                 struct mb_buf *out)
 {
-	size_t end = header_end(m->body, m->body_len);
+	size_t end = deliver_header_end(m->body, m->body_len);
 	struct deliver_addrs named = {0};
 	struct rewrite_ctx ctx = {out, m->body, force_from, sender, NULL, false};
 	struct mb_buf bcc = {0};
@@ -240,7 +237,7 @@ deliver_prepare(const struct store_msg *m, bool add_bcc, bool force_from, const 
 		mb_buf_release(&bcc);
 		return;
 	}
-	each_header(m->body, m->body_len, copy_fields, &ctx);
+	deliver_each_header(m->body, m->body_len, copy_fields, &ctx);
 	forced_from(ctx.from_value, sender, out);
 	if (!ctx.has_reply_to && ctx.from_value) {
 		char *orig = deliver_from_address(ctx.from_value);
@@ -276,7 +273,7 @@ deliver_readdress(const char *body, size_t len, const char *const *rcpts, size_t
                   struct mb_buf *out)
 {
 	struct readdress_ctx ctx = {out, body};
-	size_t end = header_end(body, len);
+	size_t end = deliver_header_end(body, len);
 	char date[64];
 
 	mb_rfc5322_date(mb_now_ms(), date, sizeof(date));
@@ -285,7 +282,7 @@ deliver_readdress(const char *body, size_t len, const char *const *rcpts, size_t
 	for (size_t i = 0; i < n; i++)
 		mb_buf_printf(out, "%s<%s>", i ? ", " : "", rcpts[i]);
 	mb_buf_puts(out, "\r\n");
-	each_header(body, len, copy_but_recipients, &ctx);
+	deliver_each_header(body, len, copy_but_recipients, &ctx);
 	mb_buf_puts(out, "To: ");
 	for (size_t i = 0; i < n; i++)
 		mb_buf_printf(out, "%s<%s>", i ? ", " : "", rcpts[i]);

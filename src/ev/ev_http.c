@@ -154,8 +154,13 @@ ev_http_free(struct ev_http *h)
 {
 	if (h == NULL)
 		return;
-	while (h->deferred)
+	while (h->deferred) {
+		/* evhttp_free() closes the connection: its close callback must not find a freed
+		 * deferral */
+		evhttp_connection_set_closecb(evhttp_request_get_connection(h->deferred->req), NULL,
+		                              NULL);
 		deferred_release(h->deferred);
+	}
 	evhttp_free(h->http);
 	free(h);
 }
@@ -233,7 +238,9 @@ ev_http_reply(struct ev_http_req *r, int status, const char *content_type, const
 	if (content_type)
 		ev_http_add_header(r, "Content-Type", content_type);
 	ev_http_add_header(r, "X-Content-Type-Options", "nosniff");
-	ev_http_add_header(r, "Cache-Control", "no-store");
+	/* no-store unless the handler chose a policy (the web UI's files are revalidated) */
+	if (evhttp_find_header(evhttp_request_get_output_headers(r->req), "Cache-Control") == NULL)
+		ev_http_add_header(r, "Cache-Control", "no-store");
 	evbuffer_add(out, body, len);
 	evhttp_send_reply(r->req, status, NULL, out);
 	evbuffer_free(out);

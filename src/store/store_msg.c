@@ -161,31 +161,84 @@ load_rcpts(struct store *s, struct store_msg *m, struct mb_err *err)
 	return 0;
 }
 
+/* The WHERE clause of q: fixed text with a "?" for each value, which query_bind() binds in
+ * the same order. Nothing from the caller is ever part of the SQL text. */
+static void
+query_where(struct mb_buf *sql, const struct store_query *q)
+{
+	const char *and = " WHERE ";
+
+	if (q->nstates > 0) {
+		mb_buf_printf(sql, "%sm.state IN (", and);
+		for (size_t i = 0; i < q->nstates; i++)
+			mb_buf_puts(sql, i ? ",?" : "?");
+		mb_buf_puts(sql, ")");
+		and = " AND ";
+	}
+	if (q->from_ms > 0) {
+		mb_buf_printf(sql, "%sm.received_at >= ?", and);
+		and = " AND ";
+	}
+	if (q->to_ms > 0) {
+		mb_buf_printf(sql, "%sm.received_at < ?", and);
+		and = " AND ";
+	}
+	if (q->text && *q->text)
+		mb_buf_printf(
+		    sql,
+		    "%s(instr(lower(m.sender), ?) > 0 OR"
+		    " instr(lower(coalesce(m.from_hdr, '')), ?) > 0 OR"
+		    " instr(lower(coalesce(m.subject, '')), ?) > 0 OR EXISTS (SELECT 1 FROM"
+		    " recipients r WHERE r.message_id = m.id AND"
+		    " instr(lower(r.address), ?) > 0))",
+		    and);
+}
+
+/* Binds what query_where() asked for; returns the next parameter's index. */
+static int
+query_bind(sqlite3_stmt *st, const struct store_query *q)
+{
+	int i = 1;
+
+	for (size_t k = 0; k < q->nstates; k++)
+		sqlite3_bind_text(st, i++, store_state_name(q->states[k]), -1, SQLITE_STATIC);
+	if (q->from_ms > 0)
+		sqlite3_bind_int64(st, i++, q->from_ms);
+	if (q->to_ms > 0)
+		sqlite3_bind_int64(st, i++, q->to_ms);
+	if (q->text && *q->text) {
+		/* SQLite's lower() folds ASCII only: so does this */
+		char *low = mb_strdup(q->text);
+		for (char *p = low; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		for (int k = 0; k < 4; k++)
+			sqlite3_bind_text(st, i++, low, -1, SQLITE_TRANSIENT);
+		free(low);
+	}
+	return i;
+}
+
 int
 store_msg_list(struct store *s, const struct store_query *q, store_msg_each_cb cb, void *arg,
                struct mb_err *err)
 {
 	struct mb_buf sql = {0};
 	sqlite3_stmt *st;
-	int rc, stop = 0;
+	int rc, stop = 0, next;
 
 	mb_buf_puts(&sql, "SELECT " MSG_COLS " FROM messages m");
-	if (q->nstates > 0) {
-		mb_buf_puts(&sql, " WHERE m.state IN (");
-		for (size_t i = 0; i < q->nstates; i++)
-			mb_buf_printf(&sql, "%s'%s'", i ? "," : "", store_state_name(q->states[i]));
-		mb_buf_puts(&sql, ")");
-	}
-	mb_buf_printf(&sql, " ORDER BY m.received_at %s, m.id %s", q->oldest_first ? "ASC" : "DESC",
-	              q->oldest_first ? "ASC" : "DESC");
-	mb_buf_printf(&sql, " LIMIT %lld OFFSET %lld", q->limit > 0 ? (long long)q->limit : -1LL,
-	              (long long)q->offset);
+	query_where(&sql, q);
+	mb_buf_printf(&sql, " ORDER BY m.received_at %s, m.id %s LIMIT ? OFFSET ?",
+	              q->oldest_first ? "ASC" : "DESC", q->oldest_first ? "ASC" : "DESC");
 	rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
 	mb_buf_release(&sql);
 	if (rc != SQLITE_OK) {
 		store_db_err(s->db, err, "listing messages");
 		return -1;
 	}
+	next = query_bind(st, q);
+	sqlite3_bind_int64(st, next, q->limit > 0 ? q->limit : -1);
+	sqlite3_bind_int64(st, next + 1, q->offset > 0 ? q->offset : 0);
 	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_msg *m = row_to_msg(st);
 		if (load_rcpts(s, m, err) < 0) {
@@ -202,6 +255,31 @@ store_msg_list(struct store *s, const struct store_query *q, store_msg_each_cb c
 		return -1;
 	}
 	return 0;
+}
+
+int64_t
+store_msg_total(struct store *s, const struct store_query *q, struct mb_err *err)
+{
+	struct mb_buf sql = {0};
+	sqlite3_stmt *st;
+	int64_t n = -1;
+	int rc;
+
+	mb_buf_puts(&sql, "SELECT count(*) FROM messages m");
+	query_where(&sql, q);
+	rc = sqlite3_prepare_v2(s->db, sql.data, -1, &st, NULL);
+	mb_buf_release(&sql);
+	if (rc != SQLITE_OK) {
+		store_db_err(s->db, err, "counting messages");
+		return -1;
+	}
+	query_bind(st, q);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	else
+		store_db_err(s->db, err, "counting messages");
+	sqlite3_finalize(st);
+	return n;
 }
 
 struct store_msg *
@@ -269,24 +347,34 @@ store_msg_delete(struct store *s, const char *id, struct mb_err *err)
 	return 0;
 }
 
+int
+store_msg_delete_idle(struct store *s, const char *id, struct mb_err *err)
+{
+	static const char what[] = "deleting a message";
+	struct store_msg *m;
+	sqlite3_stmt *st;
+
+	if (store_db_prepare(s->db, "DELETE FROM messages WHERE id = ? AND state != 'sending'", &st,
+	                     what, err) < 0)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (store_db_step_done(s->db, st, what, err) < 0)
+		return -1;
+	if (sqlite3_changes(s->db) > 0)
+		return 0;
+	m = store_msg_get(s, id, false, err);
+	if (m)
+		mb_err_set(err, MB_EINVAL, "message %s is being sent right now", id);
+	store_msg_free(m);
+	return -1;
+}
+
 int64_t
 store_msg_count(struct store *s, enum store_state state, struct mb_err *err)
 {
-	sqlite3_stmt *st;
-	int64_t n = -1;
+	struct store_query q = {.states = &state, .nstates = 1};
 
-	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM messages WHERE state = ?", -1, &st,
-	                       NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "counting messages");
-		return -1;
-	}
-	sqlite3_bind_text(st, 1, store_state_name(state), -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	else
-		store_db_err(s->db, err, "counting messages");
-	sqlite3_finalize(st);
-	return n;
+	return store_msg_total(s, &q, err);
 }
 
 int
@@ -483,6 +571,104 @@ store_msg_copy(struct store *s, const char *id, const char *const *rcpts, size_t
 fail:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
+}
+
+/* ---- the Email Test's record, and the daily counts ---- */
+
+static int
+record_rows(sqlite3 *db, const struct store_msg *m, const struct store_result *r, int64_t now,
+            struct mb_err *err)
+{
+	static const char what[] = "storing the test message";
+	char *subject = m->subject ? NULL : header_value(m->body, m->body_len, "Subject");
+	char *from = m->from_hdr ? NULL : header_value(m->body, m->body_len, "From");
+	sqlite3_stmt *st;
+	int rc;
+
+	rc =
+	    store_db_prepare(db,
+	                     "INSERT INTO messages (id, sender, size, received_at, state, attempts,"
+	                     " next_attempt_at, last_error, connection, client, subject, from_hdr,"
+	                     " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+	                     " ?12, ?7)",
+	                     &st, what, err);
+	if (rc == 0) {
+		sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, m->sender ? m->sender : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)m->body_len);
+		sqlite3_bind_int64(st, 4, m->received_ms ? m->received_ms : now);
+		sqlite3_bind_text(st, 5, store_state_name(r->state), -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 6, r->count_attempt ? 1 : 0);
+		sqlite3_bind_int64(st, 7, now);
+		sqlite3_bind_text(st, 8, r->last_error, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 9, r->connection, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 10, m->client, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 11, m->subject ? m->subject : subject, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 12, m->from_hdr ? m->from_hdr : from, -1, SQLITE_STATIC);
+		rc = store_db_step_done(db, st, what, err);
+	}
+	free(subject);
+	free(from);
+	for (size_t i = 0; rc == 0 && i < m->nrcpts; i++)
+		rc = exec_bound(
+		    db, "INSERT INTO recipients (message_id, idx, address) VALUES (?1, ?3, ?2)",
+		    m->id, m->rcpts[i], (int64_t)i, now, err);
+	if (rc == 0)
+		rc = insert_body(db, m->id, m->body ? m->body : "", m->body_len, err);
+	if (rc < 0 || r->result == NULL)
+		return rc;
+	if (store_db_prepare(db,
+	                     "INSERT INTO attempts (message_id, at, connection, result, detail,"
+	                     " upstream_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+	                     &st, what, err) < 0)
+		return -1;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_text(st, 3, r->connection, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, r->detail, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, r->upstream_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, r->latency_ms);
+	return store_db_step_done(db, st, what, err);
+}
+
+int
+store_msg_record(struct store *s, const struct store_msg *m, const struct store_result *r,
+                 struct mb_err *err)
+{
+	if (store_db_exec(s->db, "BEGIN IMMEDIATE", err) < 0)
+		return -1;
+	if (record_rows(s->db, m, r, mb_now_ms(), err) < 0) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return store_db_exec(s->db, "COMMIT", err);
+}
+
+int
+store_msg_daily(struct store *s, int64_t since_ms,
+                void (*cb)(void *arg, int64_t day, int64_t sent, int64_t failed), void *arg,
+                struct mb_err *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (store_db_prepare(s->db,
+	                     "SELECT updated_at / 86400000 AS day, sum(state = 'sent'),"
+	                     " sum(state = 'failed') FROM messages WHERE state IN ('sent',"
+	                     " 'failed') AND updated_at >= ? GROUP BY day ORDER BY day",
+	                     &st, "counting messages by day", err) < 0)
+		return -1;
+	sqlite3_bind_int64(st, 1, since_ms);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+		   sqlite3_column_int64(st, 2));
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		store_db_err(s->db, err, "counting messages by day");
+		return -1;
+	}
+	return 0;
 }
 
 int
