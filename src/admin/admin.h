@@ -48,5 +48,12 @@ void admin_free(struct admin *a);
 char *admin_token_new(void);
 /* SHA-256 of a credential, lowercase hex: how sessions and tokens are stored and found. */
 void admin_secret_hash(const char *secret, char out[65]);
+/* Sets the admin password: at least ADMIN_PASSWORD_MIN characters, stored as an scrypt hash
+ * (mailbridge admin password and the setup link). 0, or -1 with err (MB_EINVAL: too short). */
+int admin_password_set(struct store *st, const char *pw, struct mb_err *err);
+/* At start: when no admin password is set, makes the one-time setup link (valid 24 h, once,
+ * until the next start) and shows it: on stderr when that is a terminal, else in the file
+ * data_dir/setup-link (mode 0600), never in the log. */
+void admin_setup_offer(struct admin *a);
 
 #endif

@@ -33,7 +33,7 @@ static int
 admin_password(struct store *st)
 {
 	struct mb_err err = {0};
-	char *pw, *again, *hash;
+	char *pw, *again;
 	int rc = EX_OK;
 
 	pw = cli_read_secret("new admin password: ");
@@ -53,19 +53,12 @@ admin_password(struct store *st)
 			return rc;
 		}
 	}
-	hash = mb_password_hash(pw);
+	rc = admin_password_set(st, pw, &err) < 0 ? EX_IOERR : EX_OK;
 	mb_secret_free(pw);
-	if (hash == NULL) {
-		fprintf(stderr, "mailbridge: hashing failed\n");
-		return EX_SOFTWARE;
-	}
-	if (store_setting_set(st, ADMIN_PASSWORD_SETTING, hash, &err) < 0) {
+	if (rc != EX_OK)
 		fprintf(stderr, "mailbridge: %s\n", err.msg);
-		rc = EX_IOERR;
-	} else {
+	else
 		printf("admin password set; log in at the web UI or POST /api/v1/login\n");
-	}
-	free(hash);
 	return rc;
 }
 

@@ -94,6 +94,7 @@ daemon_run(struct config *cfg, daemon_reload_cb reload, void *reload_arg)
 	sd_notifyf(0, "READY=1\nSTATUS=queue open on %s",
 	           cfg->server.smtp_listen.n ? cfg->server.smtp_listen.v[0] : "(no SMTP listener)");
 	mb_info("daemon: ready: mailbridge %s data_dir=%s", MB_VERSION, cfg->server.data_dir);
+	admin_setup_offer(d.admin); /* the one-time setup link, while no admin password is set */
 	if (ev_loop_run(d.loop) < 0)
 		rc = EX_SOFTWARE;
 out:
