@@ -24,9 +24,26 @@ struct redeem {
 	enum oauth_resource res;
 };
 
+/* The link back to the web UI: the connection's page, or the list when conn is NULL. */
+static void
+back_link(struct mb_buf *b, const char *conn)
+{
+	struct mb_buf url = {0};
+
+	mb_buf_puts(&url, "/#/connections");
+	if (conn && *conn) {
+		mb_buf_puts(&url, "/");
+		http_url_encode(&url, conn);
+	}
+	mb_buf_puts(b, "<p><a href=\"");
+	admin_html_escape(b, url.data);
+	mb_buf_puts(b, "\">Back to mailbridge</a></p>");
+	mb_buf_release(&url);
+}
+
 static void
 page_error(struct ev_http_req *req, int status, const char *title, const char *what,
-           const struct oauth_explain *ex)
+           const struct oauth_explain *ex, const char *conn)
 {
 	struct mb_buf b = {0};
 
@@ -44,6 +61,7 @@ page_error(struct ev_http_req *req, int status, const char *title, const char *w
 		admin_html_escape(&b, ex->fix);
 		mb_buf_puts(&b, "</dd></dl>");
 	}
+	back_link(&b, conn);
 	admin_reply_page(req, status, title, b.data);
 	mb_buf_release(&b);
 }
@@ -116,6 +134,7 @@ redeemed(void *arg, const struct http_response *resp)
 		admin_html_escape(&b, r->conn);
 		mb_buf_puts(&b, "</code> is ready; mailbridge refreshes its tokens by itself. You "
 		                "can close this window.</p>");
+		back_link(&b, r->conn);
 		admin_reply_page(req, 200, "Connected", b.data);
 		mb_buf_release(&b);
 	}
@@ -134,7 +153,7 @@ failed:
 	finish_state(r->a, r->state, "error", detail);
 	if (req)
 		page_error(req, 502, "Sign-in not completed",
-		           "Microsoft did not issue tokens for this connection.", &ex);
+		           "Microsoft did not issue tokens for this connection.", &ex, r->conn);
 	redeem_free(r);
 }
 
@@ -147,7 +166,7 @@ redirect_error(struct admin *a, struct ev_http_req *req, const char *query, cons
 	struct oauth_error oe;
 	struct oauth_explain ex;
 	struct mb_buf json = {0};
-	char detail[700];
+	char detail[700], *conn = NULL;
 
 	/* reuse the token-error parser: it reads AADSTSnnnn from the description */
 	mb_buf_puts(&json, "{\"error\":");
@@ -158,7 +177,7 @@ redirect_error(struct admin *a, struct ev_http_req *req, const char *query, cons
 	oauth_error_parse(json.data, json.len, 400, &oe);
 	oauth_error_explain(&oe, &ex);
 	if (state) {
-		char *conn = NULL, *redirect = NULL;
+		char *redirect = NULL;
 		unsigned char *v = NULL;
 		size_t vlen = 0;
 		struct mb_err err;
@@ -170,12 +189,12 @@ redirect_error(struct admin *a, struct ev_http_req *req, const char *query, cons
 			        "aadsts=%ld",
 			        conn, error, ex.aadsts);
 		}
-		free(conn);
 		free(redirect);
 		free(v);
 	}
 	page_error(req, 400, "Sign-in not completed",
-	           desc ? desc : "Microsoft returned an error instead of a sign-in.", &ex);
+	           desc ? desc : "Microsoft returned an error instead of a sign-in.", &ex, conn);
+	free(conn);
 	free(error);
 	free(desc);
 	mb_buf_release(&json);
@@ -204,7 +223,7 @@ admin_oauth_callback(struct admin *a, struct ev_http_req *req)
 		           "This address completes a Microsoft sign-in started by mailbridge. "
 		           "Start one with the Authenticate button or `mailbridge auth login NAME "
 		           "--browser`.",
-		           NULL);
+		           NULL, NULL);
 		goto out;
 	}
 	if (store_oauth_state_take(a->d.st, state, STATE_MAX_AGE_MS, &conn, &vct, &vlen, &redirect,
@@ -214,7 +233,7 @@ admin_oauth_callback(struct admin *a, struct ev_http_req *req)
 		                           "for 10 minutes"};
 		mb_warn("admin: oauth callback refused: %s", err.msg);
 		page_error(req, 400, "Sign-in link not valid", "This sign-in cannot be completed.",
-		           &ex);
+		           &ex, NULL);
 		goto out;
 	}
 	snprintf(aad, sizeof(aad), "oauth-state:%s", state);
@@ -227,7 +246,8 @@ admin_oauth_callback(struct admin *a, struct ev_http_req *req)
 		    "check the connection (mailbridge connection show NAME) and "
 		    "start the sign-in again"};
 		finish_state(a, state, "error", ex.cause);
-		page_error(req, 500, "Sign-in not completed", "mailbridge could not go on.", &ex);
+		page_error(req, 500, "Sign-in not completed", "mailbridge could not go on.", &ex,
+		           conn);
 		goto out;
 	}
 	{
