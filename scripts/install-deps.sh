@@ -7,7 +7,7 @@ set -eu
 BUILD_PKGS="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev sqlite3
  libjansson-dev libinih-dev libgmime-3.0-dev libcurl4-openssl-dev libsystemd-dev"
 TEST_PKGS="libcmocka-dev python3 swaks php-cli clang libclang-rt-14-dev openssl clang-format
- dpkg-dev lintian groff-base prometheus"
+ dpkg-dev lintian groff-base prometheus chromium"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && want="$BUILD_PKGS $TEST_PKGS"

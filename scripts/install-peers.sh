@@ -1,10 +1,11 @@
 #!/bin/sh
-# Installs the npm test peers from their committed lockfiles (npm ci), when missing or stale.
+# Installs the npm test peers, and Playwright for the browser test (tests/e2e), from their
+# committed lockfiles (npm ci), when missing or stale.
 # Node.js itself comes from Debian when the machine has none (scripts/install-deps.sh --test).
 set -eu
 cd "$(dirname "$0")/.."
 
-for dir in tests/peers/*/; do
+for dir in tests/peers/*/ tests/e2e/; do
 	[ -f "$dir/package-lock.json" ] || continue
 	stamp="$dir/node_modules/.mailbridge-lock"
 	if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
