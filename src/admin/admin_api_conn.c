@@ -34,23 +34,14 @@ conn_changed(struct admin *a, const char *name)
 
 /* ---- the callback URL ---- */
 
-/* public_url when the config file sets it; else http://{first http_listen}, which is where
- * this daemon answers (unless it listens on every address, where only public_url can tell). */
+/* {public_url}/oauth/callback: the redirect URI the app registration must list, the same one
+ * `mailbridge auth login` and `mailbridge setup microsoft` use (docs/config.md). */
 char *
 admin_callback_url(struct admin *a)
 {
-	const struct config *cfg = a->d.cfg;
-	const char *listen = cfg->server.http_listen.n ? cfg->server.http_listen.v[0] : NULL;
-	struct mb_buf base = {0}, out = {0};
+	struct mb_buf out = {0};
 
-	if (!store_server_setting_in_config(cfg, "public_url") && listen &&
-	    strncmp(listen, "0.0.0.0:", 8) != 0 && strncmp(listen, "[::]:", 5) != 0 &&
-	    listen[0] != ':')
-		mb_buf_printf(&base, "http://%s", listen);
-	else
-		mb_buf_puts(&base, cfg->server.public_url ? cfg->server.public_url : "");
-	oauth_redirect_uri(base.data, &out);
-	mb_buf_release(&base);
+	oauth_redirect_uri(a->d.cfg->server.public_url, &out);
 	return mb_buf_steal(&out);
 }
 

@@ -453,18 +453,13 @@ link_file_write(const char *path, const char *url)
 	return 0;
 }
 
-/* The base URL a browser uses: public_url, else the first http_listen; a new string. */
+/* The base URL a browser uses: public_url without a trailing slash; a new string. */
 static char *
 base_url(const struct config *cfg)
 {
 	const char *u = cfg->server.public_url;
-	size_t n;
+	size_t n = strlen(u);
 
-	if (u == NULL || *u == '\0')
-		return mb_asprintf("http://%s", cfg->server.http_listen.n
-		                                    ? cfg->server.http_listen.v[0]
-		                                    : "127.0.0.1:8025");
-	n = strlen(u);
 	while (n > 0 && u[n - 1] == '/')
 		n--;
 	return mb_strndup(u, n);

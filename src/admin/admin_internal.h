@@ -100,7 +100,7 @@ void admin_reply_invalid(struct ev_http_req *req, const char *field, const char 
 void admin_reply_conn_not_found(struct ev_http_req *req, const char *name);
 /* Whether the store holds the connection (config ones are mirrored there). */
 bool admin_conn_exists(struct admin *a, const char *name);
-/* The redirect URI, {public_url or http://first http_listen}/oauth/callback: a new string. */
+/* The redirect URI, {public_url}/oauth/callback: a new string. */
 char *admin_callback_url(struct admin *a);
 /* The connection that has default = yes in the config file, or NULL. */
 const char *admin_config_default(struct admin *a);

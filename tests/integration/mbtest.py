@@ -4,6 +4,7 @@ Everything is bounded: sockets have timeouts, subprocesses have timeouts, daemon
 by PID (SIGTERM, then SIGKILL after a bounded wait), and a watchdog ends the whole run (after
 cleaning up) if it takes longer than its budget.
 """
+import http.client
 import json
 import os
 import re
@@ -109,7 +110,9 @@ def hash_password(binary, password):
 class Daemon:
     """One `mailbridge serve` on free loopback ports with its own config and data_dir."""
 
-    def __init__(self, binary, tmp, server=None, users=None, data_dir=None, name="daemon"):
+    def __init__(self, binary, tmp, server=None, users=None, data_dir=None, name="daemon",
+                 extra=""):
+        """extra: text appended to the config file (e.g. conn_section()s)."""
         self.binary = binary
         self.tmp = tmp
         self.name = name
@@ -123,7 +126,11 @@ class Daemon:
             "smtp_hostname": HOSTNAME,
         }
         cfg.update(server or {})
-        write_config(self.conf, cfg, users)
+        port = str(cfg["http_listen"]).rsplit(":", 1)[-1]
+        self.http_port = int(port) if port.isdigit() else None
+        # the browser's way in, and so the OAuth redirect URI: {public_url}/oauth/callback
+        cfg.setdefault("public_url", "http://%s" % cfg["http_listen"])
+        write_config(self.conf, cfg, users, extra)
         self.proc = None
         self.log_path = os.path.join(tmp, name + ".log")
         on_cleanup(self.stop)
@@ -169,6 +176,12 @@ class Daemon:
                 self.proc.wait(timeout)
         return self.proc.returncode
 
+    def check_clean_stop(self):
+        """Stops the daemon; fails unless it exits with status 0."""
+        rc = self.stop()
+        check(rc == 0, "%s did not stop cleanly (exit status %r):\n%s", self.name, rc,
+              self.log_tail())
+
     def kill9(self):
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -185,6 +198,24 @@ class Daemon:
     def cli(self, command, opts=(), args=(), timeout=30, **kw):
         return run([self.binary, command, "-c", self.conf] + list(opts) + list(args),
                    timeout=timeout, **kw)
+
+    def admin(self, *args, stdin_text=None):
+        """`mailbridge admin -c CONF ARGS...`: (rc, stdout, stderr) as text."""
+        kw = {"input": stdin_text.encode(), "stdin": None} if stdin_text is not None else {}
+        r = run([self.binary, "admin", "-c", self.conf] + list(args), timeout=30, **kw)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    def set_admin_password(self, password):
+        """`admin password`; returns what it printed (stdout + stderr)."""
+        rc, out, err = self.admin("password", stdin_text=password + "\n")
+        check(rc == 0, "admin password failed: rc=%d %s", rc, err)
+        return out + err
+
+    def create_token(self, name):
+        """`admin token create NAME`: the new API token."""
+        rc, out, err = self.admin("token", "create", name)
+        check(rc == 0, "token create: rc=%d %s", rc, err)
+        return out.strip()
 
     def queue_list(self):
         """Every stored message, whatever its state (`log` lists all states; `queue list`
@@ -302,8 +333,25 @@ def check(cond, msg, *args):
         raise AssertionError(msg % args if args else msg)
 
 
+def isolate_env():
+    """Loopback only: no proxy for the tests' clients nor for the daemons they start (libcurl
+    reads *_proxy), and no configuration or credentials from the caller's environment."""
+    for v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+              "ALL_PROXY", "MAILBRIDGE_CONFIG", "CREDENTIALS_DIRECTORY"):
+        os.environ.pop(v, None)
+
+
+def named(*fns):
+    """[(name, fn)] for main() / run_with_peers(), in the order given; a test's name is its
+    function's name without the "test_" prefix."""
+    for fn in fns:
+        assert fn.__name__.startswith("test_"), fn.__name__
+    return [(fn.__name__[len("test_"):], fn) for fn in fns]
+
+
 def main(tests, budget):
     """tests: list of (name, fn(binary)). budget: seconds for the whole run."""
+    isolate_env()
     if len(sys.argv) < 2:
         print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
         return 64
@@ -585,6 +633,7 @@ def run_with_peers(tests, budget, label, peers, start, before_each=None, need=()
     resets the peers before a test; need: further programs that must be on the PATH.
     Without node or a needed program every test is skipped; peers that cannot start fail
     every test with the reason. Returns the exit status."""
+    isolate_env()
     if len(sys.argv) < 2:
         print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
         return 64
@@ -646,3 +695,186 @@ def run_with_peers(tests, budget, label, peers, start, before_each=None, need=()
         stop_session()
         timer.cancel()
     return runner.finish()
+
+
+
+def run_with_idp_graph(tests, budget, label, started, idp_settings=None, need=(),
+                       prepare=None):
+    """run_with_peers() for a test file whose tests share the identity platform and the Graph
+    stand-in (tests/peers/idp and tests/peers/graph over TLS, with a test CA made here). Both
+    are reset before each test, the IdP with idp_settings. started(ca, idp, graph) hands them
+    to the test file once they run; prepare(), when given, runs before they start (it raises
+    to fail every test with its reason, e.g. a missing dependency)."""
+    peers = {}
+
+    def start(d, binary, session):
+        if prepare:
+            prepare()
+        ca, cert, key = make_certs(d)
+        idp = peers["idp"] = IdP(d, ca, cert, key)
+        session.append(idp.stop)
+        graph = peers["graph"] = Graph(d, ca, cert, key, idp.jwks_uri)
+        session.append(graph.stop)
+        started(ca, idp, graph)
+
+    def before_each(name):
+        peers["idp"].reset(**(idp_settings or {}))
+        peers["graph"].reset()
+
+    return run_with_peers(tests, budget, label, {"idp": "oidc-provider", "graph": "mailparser"},
+                          start, before_each, need)
+
+
+# ---- the daemon's HTTP listener and its JSON API (/api/v1) ----
+
+ADMIN_PASSWORD = "correct horse battery staple"
+CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"  # the IdP stand-in's confidential client
+CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"  # and its secret
+USER, ALICE = "user@contoso.test", "alice@contoso.test"  # mailboxes the stand-ins know
+
+
+def secret_file(d, secret, name="secret"):
+    """Writes secret (and a newline) to d/name with mode 0600; returns the path."""
+    path = os.path.join(d, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (secret + "\n").encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def conn_section(name, keys):
+    """A [connection NAME] section of the config file; keys: {key: value}, in order."""
+    return "\n[connection %s]\n" % name + "".join("%s = %s\n" % kv for kv in keys.items())
+
+
+def http_request(port, method, path, body=None, data=None, headers=None, source=None,
+                 timeout=10):
+    """One request to 127.0.0.1:port (from the loopback address source when given). body is
+    sent as JSON with its Content-Type, data (bytes or text) as it is. Returns (status,
+    headers {lowercase name: value, a repeated one's values joined by newlines}, the parsed
+    JSON answer or None, the raw answer)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                   source_address=(source, 0) if source else None)
+    try:
+        h = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        raw = r.read()
+        hdrs = {}
+        for k, v in r.getheaders():
+            k = k.lower()
+            hdrs[k] = hdrs[k] + "\n" + v if k in hdrs else v
+        try:
+            j = json.loads(raw) if raw else None
+        except ValueError:
+            j = None
+        return r.status, hdrs, j, raw
+    finally:
+        c.close()
+
+
+def check_error(st, j, raw, want_status, want_code, field=None):
+    """An /api/v1 error answer: the status, {"error": {code, message, fix}} with the code, a
+    message and a fix; the message names field when given. Returns the error object."""
+    check(st == want_status, "want %d %s, got %d %r", want_status, want_code, st, raw[:500])
+    check(isinstance(j, dict) and isinstance(j.get("error"), dict), "not an error JSON: %r", raw)
+    e = j["error"]
+    check(e.get("code") == want_code, "want code %s, got %r", want_code, e)
+    check(e.get("message") and e.get("fix"), "error without message or fix: %r", e)
+    if field:
+        check(field in e["message"], "the message does not name %s: %r", field, e["message"])
+    return e
+
+
+def check_item(items, iid, want, *words):
+    """A doctor report ({id: item}): item iid has status want, and its evidence + fix
+    mention every word (case-insensitive)."""
+    it = items.get(iid)
+    check(it is not None, "no item %s in %s", iid, sorted(items))
+    check(it["status"] == want, "%s: %s, wanted %s: %s", iid, it["status"], want, it)
+    text = (it["evidence"] or "") + " " + (it["fix"] or "")
+    for w in words:
+        check(w.lower() in text.lower(), "%s does not mention %r: %s", iid, w, text)
+
+
+class ApiDaemon:
+    """One `mailbridge serve` for the API tests (the API client): connections in its config
+    file, optionally an admin password and an API token, and requests to its HTTP listener."""
+
+    answers = None  # a list that gets every raw /api/v1 answer (set by a subclass)
+
+    def __init__(self, binary, label, server=None, conns=(), password=None, token=None,
+                 start=True):
+        """label names the temp dir; conns: [(name, {key: value})], where a client_secret
+        is written to a 0600 file and given as client_secret_file; password: the admin
+        password, set after the start; token: the name of an API token made after the start
+        (self.token, sent by api() unless it is given headers)."""
+        self.binary = binary
+        self.tmp = tempdir("mb-it-%s-" % label)
+        extra = ""
+        for name, keys in conns:
+            section = {}
+            for k, v in keys.items():
+                if k == "client_secret":
+                    k, v = "client_secret_file", secret_file(self.tmp, v, "secret-" + name)
+                section[k] = v
+            extra += conn_section(name, section)
+        self.d = Daemon(binary, self.tmp, name="mb", server=server, extra=extra)
+        self.port = self.d.http_port
+        self.token = None
+        self.password, self.token_name = password, token
+        if start:
+            self.start()
+
+    def start(self):
+        self.d.start()
+        if self.password:
+            self.d.set_admin_password(self.password)
+        if self.token_name and not self.token:
+            self.token = self.d.create_token(self.token_name)
+        return self
+
+    @property
+    def bearer(self):
+        return {"Authorization": "Bearer " + self.token}
+
+    def admin(self, *args, stdin_text=None):
+        return self.d.admin(*args, stdin_text=stdin_text)
+
+    def set_password(self, pw=ADMIN_PASSWORD):
+        return self.d.set_admin_password(pw)
+
+    def request(self, method, path, body=None, data=None, headers=None, source=None,
+                timeout=10):
+        """http_request() to this daemon: (status, headers, JSON or None, raw)."""
+        r = http_request(self.port, method, path, body, data, headers, source, timeout)
+        if self.answers is not None and path.startswith("/api/v1/"):
+            self.answers.append(r[3])
+        return r
+
+    def api(self, method, path, body=None, headers=None, data=None, timeout=40):
+        """/api/v1/PATH with the API token unless headers are given: (status, JSON, raw)."""
+        st, _, j, raw = self.request(method, "/api/v1/" + path, body, data,
+                                     self.bearer if headers is None else headers,
+                                     timeout=timeout)
+        return st, j, raw
+
+    def ok(self, method, path, body=None, want=200):
+        """api() that must answer want: its JSON."""
+        st, j, raw = self.api(method, path, body)
+        check(st == want, "%s %s: want %d, got %d %r", method, path, want, st, raw[:600])
+        return j
+
+    def login(self, pw=ADMIN_PASSWORD, source=None):
+        return self.request("POST", "/api/v1/login", {"password": pw}, source=source)
+
+    def session(self, pw=ADMIN_PASSWORD):
+        """Logs in: (cookie header value, CSRF token)."""
+        st, h, j, raw = self.login(pw)
+        check(st == 200, "login failed: %d %r", st, raw)
+        return h["set-cookie"].split(";")[0], j["csrf"]

@@ -33,17 +33,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import Daemon, check, run, tempdir  # noqa: E402
+from mbtest import ADMIN_PASSWORD as PASSWORD, CLIENT_ID, check, check_error  # noqa: E402
 
-for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-    os.environ.pop(_v, None)  # loopback only
-os.environ.pop("MAILBRIDGE_CONFIG", None)
-os.environ.pop("CREDENTIALS_DIRECTORY", None)
-
-CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
 CLIENT_SECRET = "Zx8Q~api.secret_value-0987654321zyxwvutsrq"
 SENDER = "user@contoso.test"
-PASSWORD = "correct horse battery staple"
 BUDGET = 120  # seconds for the whole run (watchdog)
 
 ROUTES = [("GET", "/api/v1/session"), ("POST", "/api/v1/logout"),
@@ -51,80 +44,14 @@ ROUTES = [("GET", "/api/v1/session"), ("POST", "/api/v1/logout"),
           ("GET", "/api/v1/no-such-route"), ("DELETE", "/api/v1/connections")]
 
 
-class API:
-    """One daemon with one connection, and a small HTTP client for its /api/v1."""
-
-    def __init__(self, binary, name, server=None):
-        self.tmp = tempdir("mb-it-api-%s-" % name)
-        secret_file = os.path.join(self.tmp, "secret")
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, (CLIENT_SECRET + "\n").encode())
-        os.close(fd)
-        self.d = Daemon(binary, self.tmp, name="mb", server=server)
-        with open(self.d.conf, "a") as f:
-            f.write("\n[connection office365]\nprovider = microsoft-graph\nsender = %s\n"
-                    "auth = app-only\ntenant = contoso.test\nclient_id = %s\n"
-                    "client_secret_file = %s\nlogin_url = http://127.0.0.1:9/\n"
-                    "graph_url = http://127.0.0.1:9/\ndefault = yes\n"
-                    % (SENDER, CLIENT_ID, secret_file))
-        self.port = int(open(self.d.conf).read().split("http_listen = 127.0.0.1:")[1]
-                        .split()[0])
-        self.d.start()
-
-    def request(self, method, path, body=None, headers=None, source="127.0.0.1"):
-        """(status, headers {lowercase: value}, parsed JSON or None, raw body)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10,
-                                       source_address=(source, 0))
-        try:
-            h = dict(headers or {})
-            data = None
-            if body is not None:
-                data = json.dumps(body).encode()
-                h["Content-Type"] = "application/json"
-            c.request(method, path, body=data, headers=h)
-            r = c.getresponse()
-            raw = r.read()
-            hdrs = {}
-            for k, v in r.getheaders():
-                k = k.lower()
-                hdrs[k] = hdrs[k] + "\n" + v if k in hdrs else v
-            try:
-                j = json.loads(raw) if raw else None
-            except ValueError:
-                j = None
-            return r.status, hdrs, j, raw
-        finally:
-            c.close()
-
-    def cli(self, *args, stdin_text=None):
-        kw = {}
-        if stdin_text is not None:
-            kw = {"input": stdin_text.encode(), "stdin": None}
-        r = run([self.d.binary, "admin", "-c", self.d.conf] + list(args), timeout=30, **kw)
-        return r.returncode, r.stdout.decode(), r.stderr.decode()
-
-    def set_password(self, pw=PASSWORD):
-        rc, out, err = self.cli("password", stdin_text=pw + "\n")
-        check(rc == 0, "admin password failed: rc=%d %s", rc, err)
-        return out + err
-
-    def login(self, pw=PASSWORD, source="127.0.0.1"):
-        return self.request("POST", "/api/v1/login", {"password": pw}, source=source)
-
-    def session(self):
-        """Logs in; returns (cookie header value, csrf)."""
-        st, h, j, raw = self.login()
-        check(st == 200, "login failed: %d %r", st, raw)
-        cookie = h["set-cookie"].split(";")[0]
-        return cookie, j["csrf"]
-
-
-def check_error(st, j, raw, want_status, want_code):
-    check(st == want_status, "want %d %s, got %d %r", want_status, want_code, st, raw)
-    check(isinstance(j, dict) and isinstance(j.get("error"), dict), "not an error JSON: %r", raw)
-    e = j["error"]
-    check(e.get("code") == want_code, "want code %s, got %r", want_code, e)
-    check(e.get("message") and e.get("fix"), "error without message or fix: %r", e)
+def API(binary, name, server=None):
+    """One daemon with one config-file connection (its client secret in a
+    client_secret_file; nothing signs in), neither an admin password nor an API token."""
+    return mbtest.ApiDaemon(binary, "api-" + name, server=server, conns=[("office365", {
+        "provider": "microsoft-graph", "sender": SENDER, "auth": "app-only",
+        "tenant": "contoso.test", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+        "login_url": "http://127.0.0.1:9/", "graph_url": "http://127.0.0.1:9/",
+        "default": "yes"})])
 
 
 def check_headers(h, what):
@@ -160,7 +87,7 @@ def test_no_password(binary):
 
 def test_password_cli(binary):
     a = API(binary, "pwcli")
-    rc, out, err = a.cli("password", stdin_text="short-11chr\n")
+    rc, out, err = a.admin("password", stdin_text="short-11chr\n")
     check(rc != 0, "an 11-character password was accepted")
     check("12" in err, "no hint about the minimum length: %r", err)
     st, _, j, raw = a.login("short-11chr")
@@ -255,17 +182,17 @@ def test_csrf(binary):
 
 def test_api_token(binary):
     a = API(binary, "token")
-    rc, out, err = a.cli("token", "create", "ci-script")
+    rc, out, err = a.admin("token", "create", "ci-script")
     check(rc == 0, "token create: rc=%d %s", rc, err)
     token = out.strip()
     check(token.startswith("mbt_") and len(token) >= 40 and "\n" not in token,
           "token %r", out)
-    rc, out2, err2 = a.cli("token", "create", "ci-script")
+    rc, out2, err2 = a.admin("token", "create", "ci-script")
     check(rc != 0 and "exists" in err2, "a duplicate name was accepted: %r", err2)
-    rc, lst, err = a.cli("token", "list")
+    rc, lst, err = a.admin("token", "list")
     check(rc == 0 and "ci-script" in lst and "sha256:" in lst and token not in lst,
           "token list: %r", lst)
-    rc, lj, err = a.cli("token", "list", "--json")
+    rc, lj, err = a.admin("token", "list", "--json")
     check(rc == 0 and json.loads(lj)[0]["name"] == "ci-script", "token list --json: %r", lj)
     bearer = {"Authorization": "Bearer " + token}
     for path in ("/api/v1/session", "/api/v1/connections", "/api/v1/stats"):
@@ -278,20 +205,20 @@ def test_api_token(binary):
     st, h, j, raw = a.request("GET", "/api/v1/stats",
                               headers={"Authorization": "Bearer " + token[:-1] + "x"})
     check_error(st, j, raw, 401, "unauthorized")
-    rc, out, err = a.cli("token", "revoke", "ci-script")
+    rc, out, err = a.admin("token", "revoke", "ci-script")
     check(rc == 0, "revoke: rc=%d %s", rc, err)
     st, h, j, raw = a.request("GET", "/api/v1/stats", headers=bearer)
     check_error(st, j, raw, 401, "unauthorized")
-    rc, out, err = a.cli("token", "revoke", "ci-script")
+    rc, out, err = a.admin("token", "revoke", "ci-script")
     check(rc != 0, "revoking an absent token succeeded")
-    rc, out, err = a.cli("token", "create", "bad name!")
+    rc, out, err = a.admin("token", "create", "bad name!")
     check(rc != 0, "a token name with a space was accepted")
 
 
 def test_no_secrets(binary):
     a = API(binary, "secrets")
     a.set_password()
-    rc, out, err = a.cli("token", "create", "t1")
+    rc, out, err = a.admin("token", "create", "t1")
     token = out.strip()
     cookie, csrf = a.session()
     for hdrs in ({"Cookie": cookie}, {"Authorization": "Bearer " + token}):
@@ -314,20 +241,21 @@ def test_no_secrets(binary):
         check(str(c["secret_fingerprint"]).startswith("sha256:"),
               "no fingerprint of the client secret: %r", c)
         for k in c:
-            check("secret" not in k or k in ("secret_fingerprint", "secret_expires"),
+            check("secret" not in k or k in ("secret_fingerprint", "secret_expires",
+                                               "has_secret"),
                   "connection has a %s field", k)
 
 
 def test_not_found(binary):
     a = API(binary, "notfound")
-    rc, out, err = a.cli("token", "create", "t1")
+    rc, out, err = a.admin("token", "create", "t1")
     bearer = {"Authorization": "Bearer " + out.strip()}
     st, h, j, raw = a.request("GET", "/api/v1/no-such-route", headers=bearer)
     check_error(st, j, raw, 404, "not_found")
     check_headers(h, "404")
     st, h, j, raw = a.request("DELETE", "/api/v1/connections", headers=bearer)
     check_error(st, j, raw, 405, "method_not_allowed")
-    check(h.get("allow") == "GET", "Allow %r", h.get("allow"))
+    check(h.get("allow") == "GET, POST", "Allow %r", h.get("allow"))
     check_headers(h, "405")
     st, h, j, raw = a.request("GET", "/api/v1/login")  # the open route: no credentials
     check_error(st, j, raw, 405, "method_not_allowed")
@@ -346,7 +274,7 @@ def test_not_found(binary):
 
 def test_stats(binary):
     a = API(binary, "stats")
-    rc, out, err = a.cli("token", "create", "t1")
+    rc, out, err = a.admin("token", "create", "t1")
     bearer = {"Authorization": "Bearer " + out.strip()}
     st, h, j, raw = a.request("GET", "/api/v1/stats", headers=bearer)
     check(st == 200, "stats: %d %r", st, raw)
@@ -360,18 +288,9 @@ def test_stats(binary):
     check(j["queue"] + j["messages"]["sent"] + j["messages"]["failed"] == 1, "queue: %r", j)
 
 
-TESTS = [
-    ("no_credentials", test_no_credentials),
-    ("no_password", test_no_password),
-    ("password_cli", test_password_cli),
-    ("rate_limit", test_rate_limit),
-    ("session", test_session),
-    ("csrf", test_csrf),
-    ("api_token", test_api_token),
-    ("no_secrets", test_no_secrets),
-    ("not_found", test_not_found),
-    ("stats", test_stats),
-]
+TESTS = mbtest.named(test_no_credentials, test_no_password, test_password_cli, test_rate_limit,
+                     test_session, test_csrf, test_api_token, test_no_secrets, test_not_found,
+                     test_stats)
 
 if __name__ == "__main__":
     sys.exit(mbtest.main(TESTS, BUDGET))

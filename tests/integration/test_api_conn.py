@@ -16,7 +16,7 @@ Covered:
                    PATCH and DELETE answer 422 read_only, whose fix names the config file
   no_secrets       no answer of the whole run holds a client secret, sealed or not
   browser_signin   the authorize URL has state, an S256 code_challenge and redirect_uri =
-                   the callback_url (http://<http_listen>/oauth/callback)
+                   the callback_url ({public_url}/oauth/callback)
   device_signin    device code against the IdP, end to end: pending, approved, connected,
                    the connection authorized with its account and a token; a declined one
   default_change   POST .../default: GET shows it, and the next message sent over SMTP goes

@@ -42,86 +42,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import Daemon, Graph, IdP, check, run, tempdir, wait_until  # noqa: E402
+from mbtest import (ADMIN_PASSWORD as PASSWORD, CLIENT_ID, CLIENT_SECRET,  # noqa: E402
+                    USER, check, check_error, wait_until)
 
-for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-    os.environ.pop(_v, None)  # loopback only
-os.environ.pop("MAILBRIDGE_CONFIG", None)
-os.environ.pop("CREDENTIALS_DIRECTORY", None)
-
-CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
-CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"  # the IdP knows it
-USER = "user@contoso.test"  # a Graph mailbox, the connection's sender
-PASSWORD = "correct horse battery staple"
 BUDGET = 420
 
 IDP = GRAPH = CA = None
 
 
-class GW:
-    """A gateway with one Graph connection, an admin password, an API token and a session."""
+class GW(mbtest.ApiDaemon):
+    """A gateway with one Graph connection, an admin password and an API token."""
 
     def __init__(self, binary, name, default=True):
-        self.binary = binary
-        self.tmp = tempdir("mb-it-apimsg-%s-" % name)
-        secret = os.path.join(self.tmp, "secret")
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, (CLIENT_SECRET + "\n").encode())
-        os.close(fd)
-        self.d = Daemon(binary, self.tmp, name="mb",
-                        server={"retry_schedule": "1s,2s", "log_level": "info"})
-        with open(self.d.conf, "a") as f:
-            f.write("\n[connection app]\nprovider = microsoft-graph\nauth = app-only\n"
-                    "sender = %s\ntenant = contoso.test\nclient_id = %s\n"
-                    "client_secret_file = %s\nlogin_url = %s\ngraph_url = %s\nca_file = %s\n%s"
-                    % (USER, CLIENT_ID, secret, IDP.base, GRAPH.base, CA,
-                       "default = yes\n" if default else ""))
-        self.port = int(open(self.d.conf).read().split("http_listen = 127.0.0.1:")[1]
-                        .split()[0])
-        self.d.start()
-        r = run([binary, "admin", "-c", self.d.conf, "password"], input=(PASSWORD + "\n").encode(),
-                stdin=None)
-        check(r.returncode == 0, "admin password: %r", r.stderr)
-        r = run([binary, "admin", "-c", self.d.conf, "token", "create", "t"])
-        check(r.returncode == 0, "token create: %r", r.stderr)
-        self.bearer = {"Authorization": "Bearer " + r.stdout.decode().strip()}
-
-    def request(self, method, path, body=None, headers=None, raw_body=None, timeout=30):
-        """(status, parsed JSON or None, raw body). A bearer token unless headers are given."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            h = dict(self.bearer if headers is None else headers)
-            data = raw_body
-            if body is not None:
-                data = json.dumps(body).encode()
-                h["Content-Type"] = "application/json"
-            c.request(method, "/api/v1/" + path, body=data, headers=h)
-            r = c.getresponse()
-            raw = r.read()
-            try:
-                j = json.loads(raw) if raw else None
-            except ValueError:
-                j = None
-            return r.status, j, raw
-        finally:
-            c.close()
-
-    def ok(self, method, path, body=None, want=200):
-        st, j, raw = self.request(method, path, body)
-        check(st == want, "%s %s: want %d, got %d %r", method, path, want, st, raw[:600])
-        return j
-
-    def login_cookie(self):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            c.request("POST", "/api/v1/login", body=json.dumps({"password": PASSWORD}).encode(),
-                      headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            j = json.loads(r.read())
-            check(r.status == 200, "login: %d %r", r.status, j)
-            return r.getheader("Set-Cookie").split(";")[0], j["csrf"]
-        finally:
-            c.close()
+        conn = {"provider": "microsoft-graph", "auth": "app-only", "sender": USER,
+                "tenant": "contoso.test", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                "login_url": IDP.base, "graph_url": GRAPH.base, "ca_file": CA}
+        if default:
+            conn["default"] = "yes"
+        super().__init__(binary, "apimsg-" + name,
+                         server={"retry_schedule": "1s,2s", "log_level": "info"},
+                         conns=[("app", conn)], password=PASSWORD, token="t")
 
     def msg(self, qid):
         return self.ok("GET", "messages/" + qid)
@@ -131,7 +71,7 @@ class GW:
         last = {}
 
         def probe():
-            st, j, raw = self.request("GET", "messages/" + qid)
+            st, j, raw = self.api("GET", "messages/" + qid)
             last["m"] = j
             return st == 200 and j["state"] in states and j
         try:
@@ -162,15 +102,6 @@ def mail(frm, to, subject, body="Hello.\r\n", headers=(), msgid=None):
                                                      else body)
 
 
-def check_error(st, j, raw, want_status, want_code):
-    check(st == want_status, "want %d %s, got %d %r", want_status, want_code, st, raw[:500])
-    check(isinstance(j, dict) and isinstance(j.get("error"), dict), "not an error: %r", raw)
-    e = j["error"]
-    check(e.get("code") == want_code, "want code %s, got %r", want_code, e)
-    check(e.get("message") and e.get("fix"), "error without message or fix: %r", e)
-    return e
-
-
 def graph_by_mid(msgid):
     mid = msgid.strip("<>")
     return [m for m in GRAPH.messages(omit_mime=1)
@@ -194,23 +125,23 @@ ROUTES = [("GET", "messages", None), ("GET", "messages/" + FAKE_ID, None),
 
 def test_access(binary):
     g = GW(binary, "access")
-    cookie, csrf = g.login_cookie()
+    cookie, csrf = g.session()
     for method, path, body in ROUTES:
         for hdrs in ({}, {"Authorization": "Bearer mbt_forged"},
                      {"Cookie": "mb_session=forged"}):
-            st, j, raw = g.request(method, path, body, headers=hdrs)
+            st, j, raw = g.api(method, path, body, headers=hdrs)
             check_error(st, j, raw, 401, "unauthorized")
         if method != "GET":
-            st, j, raw = g.request(method, path, body, headers={"Cookie": cookie})
+            st, j, raw = g.api(method, path, body, headers={"Cookie": cookie})
             check_error(st, j, raw, 403, "csrf")
-            st, j, raw = g.request(method, path, body,
+            st, j, raw = g.api(method, path, body,
                                    headers={"Cookie": cookie, "X-CSRF-Token": csrf + "x"})
             check_error(st, j, raw, 403, "csrf")
         hdrs = {"Cookie": cookie, "X-CSRF-Token": csrf}
-        st, j, raw = g.request(method, path, body, headers=hdrs)
+        st, j, raw = g.api(method, path, body, headers=hdrs)
         check(st not in (401, 403, 405), "%s %s with a session and CSRF: %d %r", method, path,
               st, raw)
-        st, j, raw = g.request(method, path, body)
+        st, j, raw = g.api(method, path, body)
         check(st not in (401, 403, 405), "%s %s with a token: %d %r", method, path, st, raw)
 
 
@@ -293,7 +224,7 @@ def test_list_filters(binary):
                       ("from=2026-02-30", "from"), ("from=27.11.2026", "from"),
                       ("to=2026-11-27T25:00:00Z", "to"), ("to=2026-11-27T10:00:00", "to"),
                       ("from=2026-11-27&to=2026-11-01", "to"), ("q=" + "x" * 201, "q")):
-        st, j, raw = g.request("GET", "messages?" + qs)
+        st, j, raw = g.api("GET", "messages?" + qs)
         e = check_error(st, j, raw, 400, "invalid")
         check(e["message"].startswith(field), "%s: message %r", qs, e)
 
@@ -348,10 +279,10 @@ def test_view(binary):
     m3 = g.msg(q3)
     check(len(m3["preview"].encode()) <= 4096 and m3["preview_truncated"] is True and
           m3["html"] is False, "big preview: %d bytes", len(m3["preview"].encode()))
-    st, j, raw = g.request("GET", "messages/" + FAKE_ID)
+    st, j, raw = g.api("GET", "messages/" + FAKE_ID)
     check_error(st, j, raw, 404, "not_found")
     for bad in ("abc", "..%2F..%2Fetc", "0000000000AAAAA%27", "x" * 300):
-        st, j, raw = g.request("GET", "messages/" + bad)
+        st, j, raw = g.api("GET", "messages/" + bad)
         check(st == 400 and j["error"]["code"] == "invalid", "id %r: %d %r", bad, st, raw)
 
 
@@ -377,9 +308,9 @@ def test_resend(binary):
     # bad bodies
     for body in ({"to": []}, {"to": ["not an address"]}, {"to": "a@b@"}, {"to": [1]},
                  {"to": ["x@contoso.test"] * 101}):
-        st, jj, raw = g.request("POST", "messages/%s/resend" % qid, body)
+        st, jj, raw = g.api("POST", "messages/%s/resend" % qid, body)
         check_error(st, jj, raw, 400, "invalid")
-    st, jj, raw = g.request("POST", "messages/%s/resend" % FAKE_ID, {})
+    st, jj, raw = g.api("POST", "messages/%s/resend" % FAKE_ID, {})
     check_error(st, jj, raw, 404, "not_found")
     # bulk: good ones, a malformed id and an unknown one
     n0 = len(graph_by_mid(mid))
@@ -396,10 +327,10 @@ def test_resend(binary):
     check(len(graph_by_mid(mid)) == n0 + 1 and len(graph_by_mid("<resend-2@client.test>")) == 2,
           "bulk copies at Graph")
     for body in ({"ids": []}, {"ids": [qid] * 101}, {"ids": "x"}, {}):
-        st, jj, raw = g.request("POST", "messages/resend", body)
+        st, jj, raw = g.api("POST", "messages/resend", body)
         check_error(st, jj, raw, 400, "invalid")
-    st, jj, raw = g.request("POST", "messages/resend", raw_body=b"{not json",
-                            headers=dict(g.bearer, **{"Content-Type": "application/json"}))
+    st, jj, raw = g.api("POST", "messages/resend", data=b"{not json",
+                        headers=dict(g.bearer, **{"Content-Type": "application/json"}))
     check(st == 400, "bad JSON: %d", st)
 
 
@@ -418,22 +349,22 @@ def test_retry_delete(binary):
     m = g.wait_state(qid, "sent")
     check([a["result"] for a in m["attempts"]] == ["permfail", "sent"], "attempts %r",
           m["attempts"])
-    st, jj, raw = g.request("POST", "messages/%s/retry" % qid)
+    st, jj, raw = g.api("POST", "messages/%s/retry" % qid)
     check_error(st, jj, raw, 409, "conflict")
-    st, jj, raw = g.request("POST", "messages/%s/retry" % FAKE_ID)
+    st, jj, raw = g.api("POST", "messages/%s/retry" % FAKE_ID)
     check_error(st, jj, raw, 404, "not_found")
     # delete
     j = g.ok("DELETE", "messages/" + qid)
     check(j == {"deleted": qid}, "delete: %r", j)
-    st, jj, raw = g.request("GET", "messages/" + qid)
+    st, jj, raw = g.api("GET", "messages/" + qid)
     check_error(st, jj, raw, 404, "not_found")
-    st, jj, raw = g.request("DELETE", "messages/" + qid)
+    st, jj, raw = g.api("DELETE", "messages/" + qid)
     check_error(st, jj, raw, 404, "not_found")
     # while it is being sent: 409
     GRAPH.latency(4000)
     q2 = g.submit(USER, ["bob@contoso.test"], mail(USER, "bob@contoso.test", "slow"))
     g.wait_state(q2, "sending")
-    st, jj, raw = g.request("DELETE", "messages/" + q2)
+    st, jj, raw = g.api("DELETE", "messages/" + q2)
     check_error(st, jj, raw, 409, "conflict")
     GRAPH.latency(0)
     g.wait_state(q2, "sent")
@@ -467,26 +398,26 @@ def test_test_send(binary):
           m["preview"] == "Custom body", "html test: %r", m["preview"])
     # a Graph fault: 502 with the cause and the fix; kept as failed
     GRAPH.fault(kind="send_as_denied", count=1)
-    st, j, raw = g.request("POST", "test", {"to": "z@contoso.test"})
+    st, j, raw = g.api("POST", "test", {"to": "z@contoso.test"})
     e = check_error(st, j, raw, 502, "not_delivered")
     check("Send As" in e["message"] + e["fix"] and j.get("id"), "502: %r", j)
     m = g.msg(j["id"])
     check(m["state"] == "failed" and m["last_error"] and m["fix"] == e["fix"] and
           m["attempts"][0]["result"] == "permfail" and
           m["attempts"][0]["code"] == "403 ErrorSendAsDenied", "failed test in the log: %r", m)
-    st, jl, raw = g.request("GET", "messages?q=z@contoso.test")
+    st, jl, raw = g.api("GET", "messages?q=z@contoso.test")
     check(jl["total"] == 1, "the failed test is not in the log: %r", jl)
     # unknown connection, bad fields
-    st, j, raw = g.request("POST", "test", {"to": "x@contoso.test", "connection": "nope"})
+    st, j, raw = g.api("POST", "test", {"to": "x@contoso.test", "connection": "nope"})
     check_error(st, j, raw, 404, "not_found")
     for body in ({}, {"to": "not-an-address"}, {"to": "x@contoso.test", "html": "yes"},
                  {"to": "x@contoso.test", "subject": "a\r\nBcc: evil@x.test"},
                  {"to": "x@contoso.test", "from": "a b@c"}, {"to": ["x@contoso.test"]}):
-        st, j, raw = g.request("POST", "test", body)
+        st, j, raw = g.api("POST", "test", body)
         check_error(st, j, raw, 400, "invalid")
     # no default connection: 409 with the guide's fix
     g2 = GW(binary, "testsend-nodef", default=False)
-    st, j, raw = g2.request("POST", "test", {"to": "x@contoso.test"})
+    st, j, raw = g2.api("POST", "test", {"to": "x@contoso.test"})
     e = check_error(st, j, raw, 409, "no_connection")
     check("default connection" in e["fix"], "fix %r", e)
     j = g2.ok("POST", "test", {"to": "x@contoso.test", "connection": "app"})
@@ -513,7 +444,7 @@ def test_send_gone(binary):
 
     def call():
         try:
-            box["r"] = g.request("POST", "test", {"to": "stop@contoso.test"}, timeout=20)
+            box["r"] = g.api("POST", "test", {"to": "stop@contoso.test"}, timeout=20)
         except OSError as e:
             box["r"] = e
     t = threading.Thread(target=call, daemon=True)
@@ -537,7 +468,7 @@ def test_stats(binary):
     for i in range(3):
         g.ok("POST", "test", {"to": "s%d@contoso.test" % i})
     GRAPH.fault(kind="send_as_denied", count=1)
-    st, j, raw = g.request("POST", "test", {"to": "f@contoso.test"})
+    st, j, raw = g.api("POST", "test", {"to": "f@contoso.test"})
     check(st == 502, "the failing test: %d %r", st, raw)
     GRAPH.latency(4000)
     q = g.submit(USER, ["bob@contoso.test"], mail(USER, "bob@contoso.test", "waiting"))
@@ -561,43 +492,20 @@ def test_stats(binary):
         check(j["usable_connections"] == 1, "usable %r", j)
     check(len(g.ok("GET", "stats")["days"]) == 7, "default days")
     for bad in ("0", "91", "abc", "-3", "7.5"):
-        st, j, raw = g.request("GET", "stats?days=" + bad)
+        st, j, raw = g.api("GET", "stats?days=" + bad)
         check_error(st, j, raw, 400, "invalid")
     GRAPH.latency(0)
     g.wait_state(q, "sent")
 
 
-TESTS = [
-    ("access", test_access),
-    ("list_filters", test_list_filters),
-    ("view", test_view),
-    ("resend", test_resend),
-    ("retry_delete", test_retry_delete),
-    ("test_send", test_test_send),
-    ("send_gone", test_send_gone),
-    ("stats", test_stats),
-]
+TESTS = mbtest.named(test_access, test_list_filters, test_view, test_resend, test_retry_delete,
+                     test_test_send, test_send_gone, test_stats)
 
 
-def _start_peers(d, binary, session):
-    global IDP, GRAPH, CA
-    CA, cert, key = mbtest.make_certs(d)
-    IDP = IdP(d, CA, cert, key)
-    session.append(IDP.stop)
-    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
-    session.append(GRAPH.stop)
-
-
-def _before_each(name):
-    IDP.reset()
-    GRAPH.reset()
-
-
-def main():
-    return mbtest.run_with_peers(TESTS, BUDGET, "apimsg",
-                                 {"idp": "oidc-provider", "graph": "mailparser"},
-                                 _start_peers, _before_each)
+def _started(ca, idp, graph):
+    global CA, IDP, GRAPH
+    CA, IDP, GRAPH = ca, idp, graph
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(mbtest.run_with_idp_graph(TESTS, BUDGET, "apimsg", _started))

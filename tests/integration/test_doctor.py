@@ -28,7 +28,6 @@ one run; GET answers the last report; an unknown connection is 404.
 
 Skipped (not failed) only when `node` is not installed.
 """
-import http.client
 import json
 import os
 import re
@@ -43,18 +42,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import (ControlAPI, Daemon, Graph, IdP, NodePeer, SkipTest, check,  # noqa: E402
-                    cleanup_all, on_cleanup, run, tempdir, wait_until)
+from mbtest import (CLIENT_ID, CLIENT_SECRET, USER, ControlAPI, Daemon, Graph,  # noqa: E402
+                    IdP, NodePeer, SkipTest, check, check_item as expect, cleanup_all, on_cleanup,
+                    run, tempdir, wait_until)
 
-for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-    os.environ.pop(_v, None)  # loopback only
-os.environ.pop("MAILBRIDGE_CONFIG", None)
-os.environ.pop("CREDENTIALS_DIRECTORY", None)
-
-CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
-CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"
-USER = "user@contoso.test"
-ALICE = "alice@contoso.test"
 CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
 BUDGET = 170  # seconds for the whole run (watchdog)
 
@@ -111,10 +102,7 @@ class Setup:
     def __init__(self, binary, name, conns, server=None):
         self.binary = binary
         self.tmp = tempdir("mb-it-doctor-%s-" % name)
-        self.secret_file = os.path.join(self.tmp, "secret")
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, (CLIENT_SECRET + "\n").encode())
-        os.close(fd)
+        self.secret_file = mbtest.secret_file(self.tmp, CLIENT_SECRET)
         self.d = Daemon(binary, self.tmp, name="mb", server=server)  # never started
         self.conf = self.d.conf
         self.db = os.path.join(self.d.data_dir, "mailbridge.db")
@@ -182,16 +170,6 @@ def mssmtp_conn(sender=USER, auth="delegated", **kw):
 def status(items, iid):
     check(iid in items, "no item %s in %s", iid, sorted(items))
     return items[iid]["status"]
-
-
-def expect(items, iid, want, *words):
-    """Item iid has status want, and its evidence + fix mention every word."""
-    it = items.get(iid)
-    check(it is not None, "no item %s in %s", iid, sorted(items))
-    check(it["status"] == want, "%s: %s, wanted %s: %s", iid, it["status"], want, it)
-    text = (it["evidence"] or "") + " " + (it["fix"] or "")
-    for w in words:
-        check(w.lower() in text.lower(), "%s does not mention %r: %s", iid, w, text)
 
 
 def no_failures(rc, out, items):
@@ -384,30 +362,20 @@ def test_secret_expiry(binary):
 # ---- the API ----
 
 def api_call(port, method, path, body=None, token=None, timeout=70):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        h = {"Authorization": "Bearer " + token} if token else {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        raw = r.read()
-        OUTPUTS.append(raw.decode("utf-8", "replace"))
-        return r.status, json.loads(raw) if raw else None
-    finally:
-        c.close()
+    """(status, JSON answer); the answer is kept for the secrets test."""
+    st, _, j, raw = mbtest.http_request(port, method, path, body, timeout=timeout,
+                                        headers={"Authorization": "Bearer " + token}
+                                        if token else None)
+    OUTPUTS.append(raw.decode("utf-8", "replace"))
+    return st, j
 
 
 def test_api_doctor(binary):
     s = Setup(binary, "api", [("office365", graph_conn(default="yes"))])
     s.device_login("office365")
-    port = int(open(s.conf).read().split("http_listen = 127.0.0.1:")[1].split()[0])
+    port = s.d.http_port
     s.d.start()
-    r = run([binary, "admin", "-c", s.conf, "token", "create", "doctor-test"], timeout=30)
-    check(r.returncode == 0, "token create: %s", r.stderr)
-    token = r.stdout.decode().strip()
+    token = s.d.create_token("doctor-test")
     st, j = api_call(port, "POST", "/api/v1/doctor", {})
     check(st == 401, "POST without credentials: %d %r", st, j)
     st, j = api_call(port, "GET", "/api/v1/doctor", token=token)
@@ -444,7 +412,7 @@ def test_api_doctor(binary):
     st, j = api_call(port, "POST", "/api/v1/doctor", {"connection": "office365"}, token=token)
     check(st == 200 and isinstance(j, list) and j[0]["connection"] == "office365",
           "POST with the connection: %d %r", st, j)
-    check(s.d.stop() == 0, "the daemon did not stop cleanly:\n%s", s.d.log_tail())
+    s.d.check_clean_stop()
 
 
 def collect_issued():
