@@ -101,7 +101,7 @@ DOC="$ROOT/usr/share/doc/mailbridge"
 install -d "$DOC/examples"
 install -m 0644 dist/debian/copyright "$DOC/copyright"
 install -m 0644 README.md docs/config.md docs/errors.md docs/sendmail.md docs/systemd.md \
-	docs/packaging.md "$DOC/"
+	docs/packaging.md docs/api.md docs/ui.md docs/doctor.md docs/setup.md docs/backup.md "$DOC/"
 install -m 0644 dist/mailbridge.service.d/low-ports.conf.example "$DOC/examples/low-ports.conf"
 install -m 0644 dist/mailbridge.service.d/credentials.conf.example \
 	"$DOC/examples/credentials.conf"
