@@ -68,7 +68,10 @@ class Env:
         self.binary = binary
         # lives for the whole run (the tests build on each other): not a per-test tempdir
         self.tmp = tempfile.mkdtemp(prefix="mb-it-setup-")
-        self.d = Daemon(binary, self.tmp, name="mb")  # never started: config + data_dir
+        # never started: config + data_dir; public_url is the documented default, which is
+        # what setup registers as the redirect URI's base
+        self.d = Daemon(binary, self.tmp, name="mb",
+                        server={"public_url": "http://localhost:8025"})
         self.conf = self.d.conf
 
     def run(self, *args, approve=(ADMIN,), deny=False, timeout=60):
