@@ -42,6 +42,11 @@ import tempfile
 import threading
 import time
 
+# free_port, dot_unstuff and strip_received are the integration tests' (tests/integration)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration"))
+from mbtest import dot_unstuff, free_port, strip_received  # noqa: E402
+
 READ_TIMEOUT = 10.0
 CONFIG = """[server]
 data_dir = {data_dir}
@@ -55,12 +60,6 @@ smtp_max_line_length = 1000
 """
 
 QUEUED_RE = re.compile(rb"(queued as )([0-9A-Za-z]+)")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def expand_line(line):
@@ -96,18 +95,7 @@ def last_data_content(wire):
         if end < 0:
             return None
         content = rest[: end + 2]
-    lines = content.split(b"\r\n")
-    return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
-
-
-def strip_received(raw):
-    """Removes one leading Received: header field (with its folded lines); None if absent."""
-    if not raw.startswith(b"Received: "):
-        return None
-    pos = raw.find(b"\r\n") + 2
-    while raw[pos:pos + 1] in (b" ", b"\t"):
-        pos = raw.find(b"\r\n", pos) + 2
-    return raw[pos:]
+    return dot_unstuff(content)
 
 
 def converse(port, wire):

@@ -371,8 +371,7 @@ def main(tests, budget):
 
 # ---- shared by the tests that talk to the peers under tests/peers (Node stand-ins) ----
 #
-# test_oauth.py has its own copies of make_certs / Browser / IdP (written first); these are
-# the same code made reusable, so that test_deliver.py (and later ones) share one version.
+# make_certs / Browser / NodePeer / IdP / Graph / Smtp: one version for every test file.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(ROOT, "tests", "peers")
@@ -546,8 +545,7 @@ class IdP(NodePeer, ControlAPI):
 
 
 class Graph(NodePeer, ControlAPI):
-    """tests/peers/graph over HTTPS (certificate from make_certs), trusting the IdP's JWKS.
-    test_deliver.py has its own copy (written first); this is the shared one."""
+    """tests/peers/graph over HTTPS (certificate from make_certs), trusting the IdP's JWKS."""
 
     def __init__(self, tmp, ca, cert, key, jwks_uri, extra_args=()):
         NodePeer.__init__(self, "graph", ["--port", "0", "--cert", cert, "--key", key,
@@ -562,6 +560,9 @@ class Graph(NodePeer, ControlAPI):
         qs = "&".join("%s=%s" % kv for kv in q.items())
         return self.control("GET", "messages" + ("?" + qs if qs else ""))["messages"]
 
+    def mime(self, mid):
+        return self.raw("messages/%s/mime" % mid)
+
     def requests(self, **q):
         qs = "&".join("%s=%s" % kv for kv in q.items())
         r = self.control("GET", "requests" + ("?" + qs if qs else ""))
@@ -575,6 +576,51 @@ class Graph(NodePeer, ControlAPI):
 
     def inflight(self):
         return self.control("GET", "inflight")
+
+
+class Smtp(NodePeer, ControlAPI):
+    """tests/peers/smtp (certificate from make_certs), trusting the IdP's JWKS; its control
+    API is plain HTTP."""
+
+    def __init__(self, tmp, ca, cert, key, jwks_uri):
+        NodePeer.__init__(self, "smtp", ["--port", "0", "--control-port", "0", "--cert", cert,
+                                         "--key", key, "--jwks-url", jwks_uri, "--ca", ca], tmp)
+        ControlAPI.__init__(self, self.ready["control_url"])
+        self.port = self.ready["smtp_port"]
+        self.url = "smtp://127.0.0.1:%d" % self.port
+
+    def reset(self):
+        self.control("POST", "reset")
+
+    def messages(self):
+        r = self.control("GET", "messages")
+        return r["messages"] if isinstance(r, dict) else r
+
+    def stats(self):
+        return self.control("GET", "stats")
+
+    def fault(self, **spec):
+        self.control("POST", "faults", spec)
+
+
+# the npm module that shows a peer's `npm ci` has run (run_with_peers' `peers`)
+PEER_MODULES = {"idp": "oidc-provider", "graph": "mailparser", "smtp": "smtp-server"}
+
+
+def start_idp_graph(d, session, smtp=False):
+    """A test CA and server certificate in d (make_certs), then the IdP, the Graph stand-in
+    and, when smtp, the SMTP stand-in on it, each one's stop appended to session (a
+    run_with_peers() start function's arguments). Returns (ca, idp, graph, smtp or None)."""
+    ca, cert, key = make_certs(d)
+    idp = IdP(d, ca, cert, key)
+    session.append(idp.stop)
+    graph = Graph(d, ca, cert, key, idp.jwks_uri)
+    session.append(graph.stop)
+    peer = None
+    if smtp:
+        peer = Smtp(d, ca, cert, key, idp.jwks_uri)
+        session.append(peer.stop)
+    return ca, idp, graph, peer
 
 
 # ---- the admin HTTP listener (/healthz, /readyz, /metrics) ----
@@ -710,18 +756,15 @@ def run_with_idp_graph(tests, budget, label, started, idp_settings=None, need=()
     def start(d, binary, session):
         if prepare:
             prepare()
-        ca, cert, key = make_certs(d)
-        idp = peers["idp"] = IdP(d, ca, cert, key)
-        session.append(idp.stop)
-        graph = peers["graph"] = Graph(d, ca, cert, key, idp.jwks_uri)
-        session.append(graph.stop)
-        started(ca, idp, graph)
+        ca, peers["idp"], peers["graph"], _ = start_idp_graph(d, session)
+        started(ca, peers["idp"], peers["graph"])
 
     def before_each(name):
         peers["idp"].reset(**(idp_settings or {}))
         peers["graph"].reset()
 
-    return run_with_peers(tests, budget, label, {"idp": "oidc-provider", "graph": "mailparser"},
+    return run_with_peers(tests, budget, label,
+                          {p: PEER_MODULES[p] for p in ("idp", "graph")},
                           start, before_each, need)
 
 
@@ -747,6 +790,21 @@ def secret_file(d, secret, name="secret"):
 def conn_section(name, keys):
     """A [connection NAME] section of the config file; keys: {key: value}, in order."""
     return "\n[connection %s]\n" % name + "".join("%s = %s\n" % kv for kv in keys.items())
+
+
+def append_peer_conns(conf, conns, secret_file, idp, graph, ca):
+    """Appends a [connection NAME] section to the config file conf for each (name, {key:
+    value}) of conns: the stand-ins' keys first (tenant, client_id, client_secret_file and
+    login_url of the IdP, unless provider = smtp; ca_file, graph_url), then its own."""
+    with open(conf, "a") as f:
+        for cname, kv in conns:
+            c = {}
+            if kv.get("provider") != "smtp":
+                c.update({"tenant": "contoso.test", "client_id": CLIENT_ID,
+                          "client_secret_file": secret_file, "login_url": idp.base})
+            c.update({"ca_file": ca, "graph_url": graph.base})
+            c.update(kv)
+            f.write(conn_section(cname, c))
 
 
 def http_request(port, method, path, body=None, data=None, headers=None, source=None,

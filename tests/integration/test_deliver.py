@@ -45,9 +45,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import (QUEUED_RE, ControlAPI, Daemon, IdP, NodePeer, SkipTest, check,  # noqa: E402
-                    cleanup_all, dot_unstuff, on_cleanup, run, strip_received,
-                    tempdir, wait_until)
+from mbtest import (QUEUED_RE, Daemon, SkipTest, check, cleanup_all,  # noqa: E402
+                    dot_unstuff, on_cleanup, run, strip_received, tempdir, wait_until)
 
 for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
     os.environ.pop(_v, None)  # loopback only
@@ -65,58 +64,6 @@ BUDGET = 420  # seconds for the whole run (watchdog)
 
 IDP = GRAPH = SMTP = None  # the peers of this run
 CA = None
-
-
-# ---- the Graph and SMTP stand-ins ----
-
-class Graph(NodePeer, ControlAPI):
-    def __init__(self, tmp, ca, cert, key, jwks_uri):
-        NodePeer.__init__(self, "graph", ["--port", "0", "--cert", cert, "--key", key,
-                                          "--jwks-url", jwks_uri, "--ca", ca], tmp)
-        ControlAPI.__init__(self, self.ready["base_url"], ca)
-
-    def reset(self):
-        self.control("POST", "reset")
-
-    def messages(self, **q):
-        qs = "&".join("%s=%s" % kv for kv in q.items())
-        return self.control("GET", "messages" + ("?" + qs if qs else ""))["messages"]
-
-    def mime(self, mid):
-        return self.raw("messages/%s/mime" % mid)
-
-    def requests(self, **q):
-        qs = "&".join("%s=%s" % kv for kv in q.items())
-        r = self.control("GET", "requests" + ("?" + qs if qs else ""))
-        return r["requests"] if isinstance(r, dict) else r
-
-    def fault(self, **spec):
-        self.control("POST", "faults", spec)
-
-    def inflight(self):
-        return self.control("GET", "inflight")
-
-
-class Smtp(NodePeer, ControlAPI):
-    def __init__(self, tmp, ca, cert, key, jwks_uri):
-        NodePeer.__init__(self, "smtp", ["--port", "0", "--control-port", "0", "--cert", cert,
-                                         "--key", key, "--jwks-url", jwks_uri, "--ca", ca], tmp)
-        ControlAPI.__init__(self, self.ready["control_url"])
-        self.port = self.ready["smtp_port"]
-        self.url = "smtp://127.0.0.1:%d" % self.port
-
-    def reset(self):
-        self.control("POST", "reset")
-
-    def messages(self):
-        r = self.control("GET", "messages")
-        return r["messages"] if isinstance(r, dict) else r
-
-    def stats(self):
-        return self.control("GET", "stats")
-
-    def fault(self, **spec):
-        self.control("POST", "faults", spec)
 
 
 # ---- a gateway: config with connections, the daemon, its CLI ----
@@ -140,26 +87,13 @@ class Gateway:
     def __init__(self, binary, name, conns, server=None):
         self.binary = binary
         self.tmp = tempdir("mb-it-deliver-%s-" % name)
-        self.secret_file = os.path.join(self.tmp, "secret")
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, (CLIENT_SECRET + "\n").encode())
-        os.close(fd)
+        self.secret_file = mbtest.secret_file(self.tmp, CLIENT_SECRET)
         srv = {"retry_schedule": "1s,2s", "log_level": "info"}
         srv.update(server or {})
         self.d = Daemon(binary, self.tmp, name="mb", server=srv)
         self.conf = self.d.conf
         self.db = os.path.join(self.d.data_dir, "mailbridge.db")
-        with open(self.conf, "a") as f:
-            for cname, kv in conns:
-                c = {}
-                if kv.get("provider") != "smtp":
-                    c.update({"tenant": "contoso.test", "client_id": CLIENT_ID,
-                              "client_secret_file": self.secret_file, "login_url": IDP.base})
-                c.update({"ca_file": CA, "graph_url": GRAPH.base})
-                c.update(kv)
-                f.write("\n[connection %s]\n" % cname)
-                for k, v in c.items():
-                    f.write("%s = %s\n" % (k, v))
+        mbtest.append_peer_conns(self.conf, conns, self.secret_file, IDP, GRAPH, CA)
 
     def start(self):
         self.d.start()
@@ -1123,13 +1057,7 @@ TESTS = [
 
 def _start_peers(d, binary, session):
     global IDP, GRAPH, SMTP, CA
-    CA, cert, key = mbtest.make_certs(d)
-    IDP = IdP(d, CA, cert, key)
-    session.append(IDP.stop)
-    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
-    session.append(GRAPH.stop)
-    SMTP = Smtp(d, CA, cert, key, IDP.jwks_uri)
-    session.append(SMTP.stop)
+    CA, IDP, GRAPH, SMTP = mbtest.start_idp_graph(d, session, smtp=True)
 
 
 def _before_each(name):
@@ -1139,9 +1067,7 @@ def _before_each(name):
 
 
 def main():
-    return mbtest.run_with_peers(TESTS, BUDGET, "deliver",
-                                 {"idp": "oidc-provider", "graph": "mailparser",
-                                  "smtp": "smtp-server"},
+    return mbtest.run_with_peers(TESTS, BUDGET, "deliver", mbtest.PEER_MODULES,
                                  _start_peers, _before_each, need=("swaks",))
 
 if __name__ == "__main__":

@@ -42,9 +42,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import (CLIENT_ID, CLIENT_SECRET, USER, ControlAPI, Daemon, Graph,  # noqa: E402
-                    IdP, NodePeer, SkipTest, check, check_item as expect, cleanup_all, on_cleanup,
-                    run, tempdir, wait_until)
+from mbtest import (CLIENT_ID, CLIENT_SECRET, USER, Daemon, SkipTest, check,  # noqa: E402
+                    check_item as expect, cleanup_all, on_cleanup, run, tempdir, wait_until)
 
 CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
 BUDGET = 170  # seconds for the whole run (watchdog)
@@ -53,17 +52,6 @@ IDP = GRAPH = SMTP = None
 CA = None
 OUTPUTS = []  # everything doctor printed, for the secrets check
 ISSUED = set()  # every token the IdP issued during the run
-
-
-class Smtp(NodePeer, ControlAPI):
-    def __init__(self, tmp, ca, cert, key, jwks_uri):
-        NodePeer.__init__(self, "smtp", ["--port", "0", "--control-port", "0", "--cert", cert,
-                                         "--key", key, "--jwks-url", jwks_uri, "--ca", ca], tmp)
-        ControlAPI.__init__(self, self.ready["control_url"])
-        self.url = "smtp://127.0.0.1:%d" % self.ready["smtp_port"]
-
-    def reset(self):
-        self.control("POST", "reset")
 
 
 class Blackhole:
@@ -106,17 +94,7 @@ class Setup:
         self.d = Daemon(binary, self.tmp, name="mb", server=server)  # never started
         self.conf = self.d.conf
         self.db = os.path.join(self.d.data_dir, "mailbridge.db")
-        with open(self.conf, "a") as f:
-            for cname, kv in conns:
-                c = {}
-                if kv.get("provider") != "smtp":
-                    c.update({"tenant": "contoso.test", "client_id": CLIENT_ID,
-                              "client_secret_file": self.secret_file, "login_url": IDP.base})
-                c.update({"ca_file": CA, "graph_url": GRAPH.base})
-                c.update(kv)
-                f.write("\n[connection %s]\n" % cname)
-                for k, v in c.items():
-                    f.write("%s = %s\n" % (k, v))
+        mbtest.append_peer_conns(self.conf, conns, self.secret_file, IDP, GRAPH, CA)
 
     def cli(self, *args, timeout=60):
         r = run([self.binary] + list(args) + ["-c", self.conf], timeout=timeout)
@@ -454,13 +432,7 @@ TESTS = [
 
 def _start_peers(d, binary, session):
     global IDP, GRAPH, SMTP, CA
-    CA, cert, key = mbtest.make_certs(d)
-    IDP = IdP(d, CA, cert, key)
-    session.append(IDP.stop)
-    GRAPH = Graph(d, CA, cert, key, IDP.jwks_uri)
-    session.append(GRAPH.stop)
-    SMTP = Smtp(d, CA, cert, key, IDP.jwks_uri)
-    session.append(SMTP.stop)
+    CA, IDP, GRAPH, SMTP = mbtest.start_idp_graph(d, session, smtp=True)
 
 
 def _before_each(name):
@@ -472,9 +444,7 @@ def _before_each(name):
 
 
 def main():
-    return mbtest.run_with_peers(TESTS, BUDGET, "doctor",
-                                 {"idp": "oidc-provider", "graph": "mailparser",
-                                  "smtp": "smtp-server"},
+    return mbtest.run_with_peers(TESTS, BUDGET, "doctor", mbtest.PEER_MODULES,
                                  _start_peers, _before_each)
 
 if __name__ == "__main__":

@@ -21,44 +21,29 @@ Skipped (not failed) only when `node` is not installed. Needs `npm ci` in tests/
 """
 import html
 import html.parser
-import http.cookiejar
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
-import ssl
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mbtest  # noqa: E402
-from mbtest import Daemon, SkipTest, check, cleanup_all, free_port, on_cleanup, tempdir  # noqa
+from mbtest import (CLIENT_ID, CLIENT_SECRET, USER, Browser, Daemon, check,  # noqa: E402
+                    free_port, on_cleanup, tempdir, wait_until)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IDP_DIR = os.path.join(ROOT, "tests", "peers", "idp")
-
-CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
-CLIENT_SECRET = "Zx8Q~test.secret_value-1234567890abcdefghij"
-USER, PASSWORD = "user@contoso.test", "UserPass1!"
+PASSWORD = "UserPass1!"
 CONN, APP = "office365", "app"
 # enum oauth_class in src/oauth/oauth.h
 CLASS_TRANSIENT, CLASS_REAUTHORIZE, CLASS_CONFIG, CLASS_USER = 0, 1, 2, 3
 URL_RE = re.compile(r"https://127\.0\.0\.1:\d+/\S+/oauth2/v2\.0/authorize\?\S+")
 CODE_RE = re.compile(r"enter the code ([A-Z0-9-]+)")
-
-for _v in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-    os.environ.pop(_v, None)  # loopback only
-os.environ.pop("MAILBRIDGE_CONFIG", None)
-os.environ.pop("CREDENTIALS_DIRECTORY", None)
 
 # Everything mailbridge wrote during the run (CLI and tm_probe output, daemon logs, database
 # files): the secrets test greps all of it. Tokens the IdP issued are collected before each
@@ -74,77 +59,11 @@ def remember(label, data):
         CORPUS.append((label, data if isinstance(data, bytes) else data.encode()))
 
 
-def wait_until(fn, timeout, what, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(step)
-
-
 def strip_tags(page):
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]*>", " ", page)))
 
 
-# ---- certificates and the identity platform ----
-
-def make_certs(d):
-    ca_key, ca_pem = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
-    key, csr, pem = (os.path.join(d, n) for n in ("server.key", "server.csr", "server.pem"))
-    ext = os.path.join(d, "ext.cnf")
-    steps = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out",
-         ca_pem, "-days", "2", "-subj", "/CN=mailbridge test CA", "-addext",
-         "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", "/CN=127.0.0.1"],
-        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", pem, "-days", "2", "-extfile", ext],
-    ]
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=serverAuth\n")
-    for cmd in steps:
-        r = mbtest.run(cmd, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("%s failed: %s" % (" ".join(cmd[:3]), r.stderr.decode()))
-    return ca_pem, pem, key
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *a, **kw):
-        return None
-
-
-class Browser:
-    """urllib with a cookie jar and our CA; redirects are followed by hand."""
-
-    def __init__(self, ca_file):
-        self.ctx = ssl.create_default_context(cafile=ca_file)
-        self.opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self.ctx),
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
-
-    def request(self, method, url, form=None, body=None, timeout=15):
-        headers = {}
-        data = None
-        if form is not None:
-            data = urllib.parse.urlencode(form).encode()
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        elif body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with self.opener.open(req, timeout=timeout) as r:
-                return r.status, r.headers.get("Location"), r.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers.get("Location"), e.read().decode("utf-8", "replace")
-
+# ---- the identity platform ----
 
 class Forms(html.parser.HTMLParser):
     def __init__(self):
@@ -170,55 +89,8 @@ def forms_of(page):
     return p.forms
 
 
-class IdP:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.ca, cert, key = make_certs(tmp)
-        self.log_path = os.path.join(tmp, "idp.log")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["node", os.path.join(IDP_DIR, "server.js"), "--port", "0", "--cert", cert,
-             "--key", key], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-            cwd=IDP_DIR)
-        log.close()
-        self.ready = None
-        t = threading.Thread(target=self._read_ready, daemon=True)
-        t.start()
-        t.join(30)
-        if self.ready is None:
-            self.stop()
-            raise RuntimeError("the IdP did not print its ready line within 30 s:\n%s"
-                               % self.log_tail())
-        self.base = self.ready["base_url"]
-        self.api = Browser(self.ca)
-
-    def _read_ready(self):
-        line = self.proc.stdout.readline()
-        try:
-            self.ready = json.loads(line)
-        except ValueError:
-            pass
-
-    def log_tail(self, n=3000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def control(self, method, path, body=None):
-        st, _, text = self.api.request(method, self.base + "/_test/" + path, body=body)
-        check(st == 200, "IdP control %s %s: HTTP %d %s", method, path, st, text[:300])
-        return json.loads(text) if text else {}
+class IdP(mbtest.IdP):
+    """mbtest's IdP; reset() first collects the tokens it issued into ISSUED."""
 
     def harvest(self):
         for t in self.control("GET", "issued"):
@@ -228,15 +100,7 @@ class IdP:
 
     def reset(self, **settings):
         self.harvest()
-        self.control("POST", "reset")
-        if settings:
-            self.control("POST", "settings", settings)
-
-    def counters(self):
-        return self.control("GET", "counters")
-
-    def fail_next(self, **spec):
-        self.control("POST", "failures", spec)
+        mbtest.IdP.reset(self, **settings)
 
 
 # ---- a gateway with the two connections ----
@@ -308,10 +172,7 @@ class Gateway:
         self.binary = binary
         self.tmp = tempdir("mb-it-oauth-%s-" % name)
         on_cleanup(self.snapshot)  # runs after the daemon is stopped, before rmtree
-        self.secret_file = os.path.join(self.tmp, "secret")
-        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, (CLIENT_SECRET + "\n").encode())
-        os.close(fd)
+        self.secret_file = mbtest.secret_file(self.tmp, CLIENT_SECRET)
         self.http_port = free_port()
         self.public_url = "http://127.0.0.1:%d" % self.http_port
         self.d = Daemon(binary, self.tmp, name="mb", server={
@@ -885,69 +746,21 @@ TESTS = [
 ]
 
 
-def main():
+def _start_idp(d, binary, session):
     global IDP, PROBE
-    if len(sys.argv) < 2:
-        print("usage: %s BINARY [TEST-NAME...]" % sys.argv[0])
-        return 64
-    binary = os.path.abspath(sys.argv[1])
-    only = sys.argv[2:]
-    tests = [(n, f) for n, f in TESTS if not only or n in only]
-    runner = mbtest.Runner()
-    skip = None
-    if shutil.which("node") is None:
-        skip = "node is not installed (scripts/install-deps.sh --test installs it)"
-    session = []  # the IdP and its directory: they outlive each test's cleanup
-
-    def stop_session():
-        while session:
-            session.pop()()
-
-    def watchdog():
-        print("WATCHDOG: the run took more than 400 s; cleaning up and giving up", flush=True)
-        cleanup_all()
-        stop_session()
-        os._exit(3)
-    timer = threading.Timer(400, watchdog)
-    timer.daemon = True
-    timer.start()
-    setup_error = None
-    try:
-        if skip is None:
-            PROBE = os.environ.get("MB_TM_PROBE") or os.path.join(
-                os.path.dirname(binary), "tests", "tm_probe")
-            if not os.access(PROBE, os.X_OK):
-                setup_error = ("tm_probe not found at %s: build it (cmake --build build "
-                               "--target tm_probe) or set MB_TM_PROBE" % PROBE)
-            elif not os.path.isdir(os.path.join(IDP_DIR, "node_modules", "oidc-provider")):
-                setup_error = ("tests/peers/idp/node_modules is missing: run "
-                               "scripts/install-peers.sh (npm ci in tests/peers/idp)")
-            else:
-                d = tempfile.mkdtemp(prefix="mb-it-oauth-idp-")
-                session.append(lambda: shutil.rmtree(d, ignore_errors=True))
-                try:
-                    IDP = IdP(d)
-                    session.append(IDP.stop)
-                except Exception as e:  # reported as every test's failure
-                    v = mbtest.run(["node", "--version"]).stdout.decode().strip()
-                    setup_error = ("cannot start the IdP with node %s (it needs >= 20.19, "
-                                   "tests/peers/idp/package.json): %s" % (v, e))
-        for name, fn in tests:
-            if skip:
-                runner.run(name, _raise, SkipTest(skip))
-            elif setup_error:
-                runner.run(name, _raise, RuntimeError(setup_error))
-            else:
-                runner.run(name, fn, binary)
-    finally:
-        cleanup_all()
-        stop_session()
-        timer.cancel()
-    return runner.finish()
+    PROBE = os.environ.get("MB_TM_PROBE") or os.path.join(
+        os.path.dirname(binary), "tests", "tm_probe")
+    if not os.access(PROBE, os.X_OK):
+        raise RuntimeError("tm_probe not found at %s: build it (cmake --build build "
+                           "--target tm_probe) or set MB_TM_PROBE" % PROBE)
+    ca, cert, key = mbtest.make_certs(d)
+    IDP = IdP(d, ca, cert, key)
+    session.append(IDP.stop)
 
 
-def _raise(e):
-    raise e
+def main():
+    return mbtest.run_with_peers(TESTS, 400, "oauth", {"idp": mbtest.PEER_MODULES["idp"]},
+                                 _start_idp)
 
 
 if __name__ == "__main__":

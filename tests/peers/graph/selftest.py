@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +31,11 @@ import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/peers: selftest_common
+import selftest_common as common  # noqa: E402
+from selftest_common import VERBOSE, check, make_certs, npm_ci, start_server, stop  # noqa: E402
+
 IDP_DIR = os.path.join(os.path.dirname(HERE), 'idp')
-VERBOSE = '-v' in sys.argv
 TIME_LIMIT = 300  # seconds: the whole run is bounded (SIGALRM), servers are stopped in `finally`
 
 TENANT = '11111111-2222-3333-4444-555555555555'
@@ -52,42 +54,6 @@ SEND_AS_TEXT = ('The user account which was used to submit this request does not
                 'on behalf of the specified sending account. Cannot submit message.')
 GRAPH_APP = '00000003-0000-0000-c000-000000000000'
 EXO_APP = '00000002-0000-0ff1-ce00-000000000000'
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=''):
-    global passed, failed
-    if cond:
-        passed += 1
-        if VERBOSE:
-            print(f'ok   {name}')
-    else:
-        failed += 1
-        print(f'FAIL {name} {detail}'[:2000])
-    return bool(cond)
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, **kw)
-
-
-def make_certs(d):
-    ca_key, ca_pem = os.path.join(d, 'ca.key'), os.path.join(d, 'ca.pem')
-    key, csr, pem = os.path.join(d, 'server.key'), os.path.join(d, 'server.csr'), os.path.join(d, 'server.pem')
-    ext = os.path.join(d, 'ext.cnf')
-    run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', ca_key, '-out', ca_pem,
-         '-days', '2', '-subj', '/CN=mailbridge test CA',
-         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
-    run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'])
-    with open(ext, 'w') as f:
-        f.write('subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n'
-                'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n')
-    run(['openssl', 'x509', '-req', '-in', csr, '-CA', ca_pem, '-CAkey', ca_key, '-CAcreateserial',
-         '-out', pem, '-days', '2', '-extfile', ext])
-    return ca_pem, pem, key
-
 
 # ---------------------------------------------------------------------------------------------
 # HTTP (http.client: exact control over headers, one connection per request)
@@ -132,31 +98,7 @@ class Http:
 
 
 def start_node(args, cwd, log):
-    p = subprocess.Popen(['node'] + args, cwd=cwd, stdout=subprocess.PIPE, stderr=log, text=True)
-    ready = {}
-
-    def read_ready():
-        line = p.stdout.readline()
-        try:
-            ready.update(json.loads(line))
-        except ValueError:
-            ready['_bad'] = line
-
-    t = threading.Thread(target=read_ready, daemon=True)
-    t.start()
-    t.join(40)
-    return p, ready
-
-
-def stop(p):
-    if p is None or p.poll() is not None:
-        return
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(5)
+    return start_server(['node'] + args, log, cwd=cwd, wait=40)
 
 
 def mime(frm=USER, to='bob@example.com', cc=None, bcc=None, subject='Test', body='Hello from the selftest.\r\n',
@@ -194,9 +136,7 @@ def main():
     try:
         ca, cert, key = make_certs(tmp)
         for d in (IDP_DIR, HERE):
-            if not os.path.isdir(os.path.join(d, 'node_modules')):
-                print(f'running npm ci in {d} ...')
-                subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=d, check=True, timeout=300)
+            npm_ci(d)
         idp, iready = start_node([os.path.join(IDP_DIR, 'server.js'), '--port', '0', '--cert', cert, '--key', key], IDP_DIR, log)
         if not check('IdP ready', iready.get('ready') is True, repr(iready)):
             return
@@ -211,7 +151,7 @@ def main():
         stop(graph)
         stop(idp)
         log.close()
-        if VERBOSE or failed:
+        if VERBOSE or common.failed:
             with open(os.path.join(tmp, 'stderr.log')) as f:
                 text = f.read()
             text = '\n'.join(x for x in text.splitlines() if 'oidc-provider WARNING' not in x and 'already parsed request body' not in x)
@@ -794,11 +734,4 @@ def directory_tests(idp, g, t_user):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except Exception as e:  # a crash is a failure, not a traceback-only exit
-        import traceback
-        traceback.print_exc()
-        check('selftest ran to completion', False, repr(e))
-    print(f'{passed} passed, {failed} failed')
-    sys.exit(1 if failed else 0)
+    common.run_main(main)

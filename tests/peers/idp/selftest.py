@@ -23,17 +23,18 @@ import shutil
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERBOSE = '-v' in sys.argv
+sys.path.insert(0, os.path.dirname(HERE))  # tests/peers: selftest_common
+import selftest_common as common  # noqa: E402
+from selftest_common import VERBOSE, check, make_certs, npm_ci, start_server, stop  # noqa: E402
+
 DEADLINE = time.monotonic() + 240  # the whole run is bounded
 
 TENANT = '11111111-2222-3333-4444-555555555555'
@@ -49,49 +50,8 @@ DELEGATED = ('offline_access openid profile email https://graph.microsoft.com/Ma
 DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code'
 UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
 
-passed = 0
-failed = 0
-failures = []
-
-
-def check(name, cond, detail=''):
-    global passed, failed
-    if cond:
-        passed += 1
-        if VERBOSE:
-            print(f'ok   {name}')
-    else:
-        failed += 1
-        failures.append(name)
-        print(f'FAIL {name} {detail}'[:2000])
-    return cond
-
-
 def out_of_time():
     return time.monotonic() > DEADLINE
-
-
-# ---------------------------------------------------------------------------------------------
-# certificates
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, **kw)
-
-
-def make_certs(d):
-    ca_key, ca_pem = os.path.join(d, 'ca.key'), os.path.join(d, 'ca.pem')
-    key, csr, pem = os.path.join(d, 'server.key'), os.path.join(d, 'server.csr'), os.path.join(d, 'server.pem')
-    ext = os.path.join(d, 'ext.cnf')
-    run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', ca_key, '-out', ca_pem,
-         '-days', '2', '-subj', '/CN=mailbridge test CA',
-         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
-    run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'])
-    with open(ext, 'w') as f:
-        f.write('subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n'
-                'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n')
-    run(['openssl', 'x509', '-req', '-in', csr, '-CA', ca_pem, '-CAkey', ca_key, '-CAcreateserial',
-         '-out', pem, '-days', '2', '-extfile', ext])
-    return ca_pem, pem, key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,30 +225,14 @@ def main():
     try:
         ca, cert, key = make_certs(tmp)
 
-        if not os.path.isdir(os.path.join(HERE, 'node_modules')):
-            print('running npm ci ...')
-            subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=HERE, check=True, timeout=300)
+        npm_ci(HERE)
 
         state_file = os.path.join(tmp, 'state.json')
         stderr_log = open(os.path.join(tmp, 'stderr.log'), 'a')
 
         def start():
-            p = subprocess.Popen(['node', os.path.join(HERE, 'server.js'), '--port', '0', '--cert', cert,
-                                  '--key', key, '--state-file', state_file],
-                                 stdout=subprocess.PIPE, stderr=stderr_log, text=True)
-            ready = {}
-
-            def read_ready():
-                line = p.stdout.readline()
-                try:
-                    ready.update(json.loads(line))
-                except ValueError:
-                    ready['_bad'] = line
-
-            t = threading.Thread(target=read_ready, daemon=True)
-            t.start()
-            t.join(30)
-            return p, ready
+            return start_server(['node', os.path.join(HERE, 'server.js'), '--port', '0', '--cert', cert,
+                                 '--key', key, '--state-file', state_file], stderr_log)
 
         proc, ready = start()
         if not check('ready line', ready.get('ready') is True and isinstance(ready.get('port'), int), repr(ready)):
@@ -314,12 +258,7 @@ def main():
             check('restart with --state-file: same signing key', rs256_ok(d['access_token'], jwks))
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc)
             if VERBOSE:
                 with open(os.path.join(tmp, 'stderr.log')) as f:
                     sys.stdout.write(f.read())
@@ -665,11 +604,4 @@ def Client_with_ctx(c, base):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except Exception as e:  # a crash is a failure, not a traceback-only exit
-        import traceback
-        traceback.print_exc()
-        check('selftest ran to completion', False, repr(e))
-    print(f'{passed} passed, {failed} failed')
-    sys.exit(1 if failed else 0)
+    common.run_main(main)

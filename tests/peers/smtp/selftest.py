@@ -18,10 +18,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import smtplib
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +29,11 @@ import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/peers: selftest_common
+import selftest_common as common  # noqa: E402
+from selftest_common import VERBOSE, check, make_certs, npm_ci, start_server, stop  # noqa: E402
+
 IDP_DIR = os.path.join(os.path.dirname(HERE), 'idp')
-VERBOSE = '-v' in sys.argv
 DEADLINE = time.monotonic() + 240  # the whole run is bounded
 
 TENANT = '11111111-2222-3333-4444-555555555555'
@@ -52,23 +53,7 @@ T_SEND_AS = ('5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExce
              'Failed to process message due to a permanent exception with message Cannot submit message')
 T_THREAD = '4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded'
 
-passed = 0
-failed = 0
-failures = []
 started = []  # Popen objects, stopped by PID at the end
-
-
-def check(name, cond, detail=''):
-    global passed, failed
-    if cond:
-        passed += 1
-        if VERBOSE:
-            print(f'ok   {name}')
-    else:
-        failed += 1
-        failures.append(name)
-        print(f'FAIL {name} {detail}'[:2000])
-    return cond
 
 
 def reply_is(name, got, code, text_prefix):
@@ -78,61 +63,12 @@ def reply_is(name, got, code, text_prefix):
 
 
 # ---------------------------------------------------------------------------------------------
-# processes and certificates
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, **kw)
-
-
-def make_certs(d):
-    ca_key, ca_pem = os.path.join(d, 'ca.key'), os.path.join(d, 'ca.pem')
-    key, csr, pem = os.path.join(d, 'server.key'), os.path.join(d, 'server.csr'), os.path.join(d, 'server.pem')
-    ext = os.path.join(d, 'ext.cnf')
-    run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', ca_key, '-out', ca_pem,
-         '-days', '2', '-subj', '/CN=mailbridge test CA',
-         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
-    run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'])
-    with open(ext, 'w') as f:
-        f.write('subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n'
-                'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n')
-    run(['openssl', 'x509', '-req', '-in', csr, '-CA', ca_pem, '-CAkey', ca_key, '-CAcreateserial',
-         '-out', pem, '-days', '2', '-extfile', ext])
-    return ca_pem, pem, key
-
-
-def npm_ci(d):
-    if not os.path.isdir(os.path.join(d, 'node_modules')):
-        print(f'running npm ci in {d} ...')
-        subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=d, check=True, timeout=300)
-
+# processes
 
 def start(cmd, log_path):
-    log = open(log_path, 'a')
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    p, ready = start_server(cmd, open(log_path, 'a'))
     started.append(p)
-    ready = {}
-
-    def read_ready():
-        line = p.stdout.readline()
-        try:
-            ready.update(json.loads(line))
-        except ValueError:
-            ready['_bad'] = line
-
-    t = threading.Thread(target=read_ready, daemon=True)
-    t.start()
-    t.join(30)
     return p, ready
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -842,17 +778,14 @@ def main():
     finally:
         for pr in started:
             stop(pr)
-        if VERBOSE or failed:
+        if VERBOSE or common.failed:
             for name in ('smtp.log', 'idp.log'):
                 path = os.path.join(tmp, name)
                 if os.path.exists(path) and os.path.getsize(path):
                     with open(path) as f:
                         sys.stdout.write(f'--- {name}\n' + f.read()[-3000:])
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f'{passed} passed, {failed} failed')
-    if failures and not VERBOSE:
-        print('failed: ' + '; '.join(failures)[:2000])
-    sys.exit(1 if failed else 0)
+    common.finish(list_failures=True)
 
 
 if __name__ == '__main__':
