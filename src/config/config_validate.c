@@ -1,11 +1,8 @@
 /* The rules that span keys. Each error names the file and line of the key at fault. */
 #include "config/config_impl.h"
 
-#include <arpa/inet.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <string.h>
-#include <strings.h>
 
 struct config_check {
 	const struct config *c;
@@ -150,41 +147,6 @@ config_server_check(struct config_check *ck)
 	return 0;
 }
 
-/* localhost, 127.0.0.0/8 or ::1; rest is what follows "scheme://". */
-static bool
-config_url_host_is_loopback(const char *rest)
-{
-	size_t alen = strcspn(rest, "/?#"), hlen;
-	const char *host = rest, *at;
-	unsigned char addr[16];
-	char buf[256];
-
-	for (at = rest; at < rest + alen; at++) {
-		if (*at == '@')
-			host = at + 1;
-	}
-	alen -= (size_t)(host - rest);
-	if (*host == '[') {
-		host++;
-		hlen = strcspn(host, "]");
-		if (hlen >= alen)
-			return false;
-	} else {
-		hlen = strcspn(host, ":/?#");
-	}
-	if (hlen == 0 || hlen >= sizeof(buf))
-		return false;
-	memcpy(buf, host, hlen);
-	buf[hlen] = '\0';
-	if (strcasecmp(buf, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, buf, addr) == 1)
-		return addr[0] == 127;
-	if (inet_pton(AF_INET6, buf, addr) == 1)
-		return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr);
-	return false;
-}
-
 static int
 config_url_check(struct config_check *ck, const struct config_conn *cc, const char *key,
                  const char *url)
@@ -205,7 +167,7 @@ config_url_check(struct config_check *ck, const struct config_conn *cc, const ch
 	if (mb_str_has_prefix_ci(url, "https://"))
 		return 0;
 	if (mb_str_has_prefix_ci(url, "http://")) {
-		if (config_url_host_is_loopback(url + strlen("http://")))
+		if (mb_url_host_is_loopback(url + strlen("http://")))
 			return 0;
 		return config_fail(
 		    ck, line,

@@ -111,8 +111,11 @@ void http_response_release(struct http_response *resp);
 void http_form_add(struct mb_buf *b, const char *name, const char *value);
 /* Percent-encodes s into b (RFC 3986 unreserved characters kept). */
 void http_url_encode(struct mb_buf *b, const char *s);
+/* Percent-decodes n bytes of s ('+' as a space when plus): a new string, or NULL when a '%'
+ * is not followed by two hex digits or the result would hold a NUL byte. */
+char *http_url_decode(const char *s, size_t n, bool plus);
 /* Decodes one application/x-www-form-urlencoded value from a query string: the value of
- * name, newly allocated, or NULL if absent. */
+ * name, newly allocated, or NULL if absent or malformed (see http_url_decode). */
 char *http_query_get(const char *query, const char *name);
 
 /* ---- probes for `mailbridge doctor` (blocking, for the command line) ---- */

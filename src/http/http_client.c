@@ -1,5 +1,5 @@
 /* libcurl's multi socket interface on the loop, after curl's multi-event example. */
-#include "http.h"
+#include "http_internal.h"
 
 #include <curl/curl.h>
 #include <openssl/pem.h>
@@ -74,8 +74,8 @@ on_body(char *p, size_t size, size_t n, void *arg)
 	return n * size;
 }
 
-static void
-header_value(const char *p, size_t n, size_t namelen, char *out, size_t outlen)
+void
+http_header_value(const char *p, size_t n, size_t namelen, char *out, size_t outlen)
 {
 	size_t i = namelen, j = 0;
 
@@ -94,12 +94,12 @@ on_header(char *p, size_t size, size_t n, void *arg)
 
 	n *= size;
 	if (n > 11 && strncasecmp(p, "request-id:", 11) == 0) {
-		header_value(p, n, 11, x->request_id, sizeof(x->request_id));
+		http_header_value(p, n, 11, x->request_id, sizeof(x->request_id));
 	} else if (n > 13 && strncasecmp(p, "content-type:", 13) == 0) {
-		header_value(p, n, 13, x->content_type, sizeof(x->content_type));
+		http_header_value(p, n, 13, x->content_type, sizeof(x->content_type));
 	} else if (n > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
 		int64_t s;
-		header_value(p, n, 12, v, sizeof(v));
+		http_header_value(p, n, 12, v, sizeof(v));
 		if (mb_parse_int(v, &s) == 0 && s >= 0) {
 			x->retry_after = s;
 		} else {
@@ -113,13 +113,11 @@ on_header(char *p, size_t size, size_t n, void *arg)
 	return n;
 }
 
-/* Adds ca_file's certificates to OpenSSL's store, on top of the system's. */
-static CURLcode
-on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+CURLcode
+http_ssl_ctx_add_ca(void *ssl_ctx, const char *ca_file)
 {
-	struct xfer *x = arg;
 	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
-	FILE *f = fopen(x->ca_file, "r");
+	FILE *f = fopen(ca_file, "r");
 	X509 *cert;
 	int n = 0;
 
@@ -132,6 +130,15 @@ on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
 	}
 	fclose(f);
 	return n > 0 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+}
+
+static CURLcode
+on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+	struct xfer *x = arg;
+
+	(void)easy;
+	return http_ssl_ctx_add_ca(ssl_ctx, x->ca_file);
 }
 
 static struct xfer *
@@ -432,6 +439,17 @@ http_client_free(struct http_client *c)
 	free(c);
 }
 
+void
+http_reply_line_keep(const char *data, size_t size, char *out, size_t outlen)
+{
+	size_t n = size < outlen - 1 ? size : outlen - 1;
+
+	memcpy(out, data, n);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		n--;
+	out[n] = '\0';
+}
+
 /* The server's replies arrive as HEADER_IN; our commands as HEADER_OUT, of which only the
  * verb is looked at (AUTH lines carry the token). */
 static int
@@ -457,13 +475,7 @@ on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *arg)
 	if (type != CURLINFO_HEADER_IN)
 		return 0;
 	/* one reply line per call; keep the last one */
-	{
-		size_t n = size < sizeof(x->reply) - 1 ? size : sizeof(x->reply) - 1;
-		memcpy(x->reply, data, n);
-		while (n > 0 && (x->reply[n - 1] == '\n' || x->reply[n - 1] == '\r'))
-			n--;
-		x->reply[n] = '\0';
-	}
+	http_reply_line_keep(data, size, x->reply, sizeof(x->reply));
 	return 0;
 }
 
@@ -635,6 +647,29 @@ hexval(char c)
 }
 
 char *
+http_url_decode(const char *s, size_t n, bool plus)
+{
+	char *out = mb_malloc(n + 1), *o = out;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
+			int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+				free(out);
+				return NULL;
+			}
+			*o++ = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			*o++ = plus && s[i] == '+' ? ' ' : s[i];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+char *
 http_query_get(const char *query, const char *name)
 {
 	size_t nlen = strlen(name);
@@ -644,24 +679,8 @@ http_query_get(const char *query, const char *name)
 		const char *amp = strchr(p, '&');
 		size_t len = amp ? (size_t)(amp - p) : strlen(p);
 
-		if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			struct mb_buf v = {0};
-			for (size_t i = nlen + 1; i < len; i++) {
-				int h, l;
-				if (p[i] == '+') {
-					mb_buf_append(&v, " ", 1);
-				} else if (p[i] == '%' && i + 2 < len &&
-				           (h = hexval(p[i + 1])) >= 0 &&
-				           (l = hexval(p[i + 2])) >= 0) {
-					char ch = (char)(h * 16 + l);
-					mb_buf_append(&v, &ch, 1);
-					i += 2;
-				} else {
-					mb_buf_append(&v, &p[i], 1);
-				}
-			}
-			return v.data ? mb_buf_steal(&v) : mb_strdup("");
-		}
+		if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=')
+			return http_url_decode(p + nlen + 1, len - nlen - 1, true);
 		p = amp ? amp + 1 : NULL;
 	}
 	return NULL;

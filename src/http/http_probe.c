@@ -2,12 +2,9 @@
  * SMTP session that stops after AUTH (libcurl's CURLOPT_CONNECT_ONLY runs SMTP's connect phase:
  * greeting, EHLO, STARTTLS, AUTH; cleaning the handle up sends QUIT). Nothing here logs a
  * header, a body or a token. */
-#include "http.h"
+#include "http_internal.h"
 
 #include <curl/curl.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +14,8 @@ struct probe {
 	const char *ca_file;
 	struct http_probe_result *out;
 	char reply[512]; /* the last SMTP reply line */
+	char errbuf[CURL_ERROR_SIZE];
+	int64_t t0; /* mb_mono_ms() at the start */
 };
 
 static size_t
@@ -32,20 +31,15 @@ probe_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct probe *pr = arg;
 	char v[128];
-	size_t i = 5, j = 0;
 
 	n *= size;
 	if (n > 5 && strncasecmp(p, "date:", 5) == 0) {
-		while (i < n && (p[i] == ' ' || p[i] == '\t'))
-			i++;
-		while (i < n && p[i] != '\r' && p[i] != '\n' && j + 1 < sizeof(v))
-			v[j++] = p[i++];
-		v[j] = '\0';
-		{
-			time_t t = curl_getdate(v, NULL);
-			if (t > 0)
-				pr->out->date_s = (int64_t)t;
-		}
+		time_t t;
+
+		http_header_value(p, n, 5, v, sizeof(v));
+		t = curl_getdate(v, NULL);
+		if (t > 0)
+			pr->out->date_s = (int64_t)t;
 	}
 	return n;
 }
@@ -54,21 +48,9 @@ static CURLcode
 probe_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
 {
 	struct probe *pr = arg;
-	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
-	FILE *f = fopen(pr->ca_file, "r");
-	X509 *cert;
-	int n = 0;
 
 	(void)easy;
-	if (f == NULL)
-		return CURLE_SSL_CACERT_BADFILE;
-	while ((cert = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
-		X509_STORE_add_cert(store, cert);
-		X509_free(cert);
-		n++;
-	}
-	fclose(f);
-	return n > 0 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+	return http_ssl_ctx_add_ca(ssl_ctx, pr->ca_file);
 }
 
 /* Keeps the server's last reply line; our own commands (AUTH carries the token) are never
@@ -77,16 +59,10 @@ static int
 probe_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *arg)
 {
 	struct probe *pr = arg;
-	size_t n;
 
 	(void)easy;
-	if (type != CURLINFO_HEADER_IN)
-		return 0;
-	n = size < sizeof(pr->reply) - 1 ? size : sizeof(pr->reply) - 1;
-	memcpy(pr->reply, data, n);
-	while (n > 0 && (pr->reply[n - 1] == '\n' || pr->reply[n - 1] == '\r'))
-		n--;
-	pr->reply[n] = '\0';
+	if (type == CURLINFO_HEADER_IN)
+		http_reply_line_keep(data, size, pr->reply, sizeof(pr->reply));
 	return 0;
 }
 
@@ -98,20 +74,29 @@ is_tls_error(CURLcode rc)
 	       rc == CURLE_USE_SSL_FAILED || rc == CURLE_SSL_ISSUER_ERROR;
 }
 
+/* Starts the clock, clears pr->out and makes the handle both probes start from; NULL (with
+ * pr->out saying why) if curl cannot. */
 static CURL *
-probe_easy(const char *url, const char *ca_file, int64_t timeout_ms, struct probe *pr, char *errbuf)
+probe_easy(const char *url, const char *ca_file, int64_t timeout_ms, struct probe *pr)
 {
-	CURL *e = curl_easy_init();
+	CURL *e;
 
-	if (e == NULL)
+	pr->t0 = mb_mono_ms();
+	memset(pr->out, 0, sizeof(*pr->out));
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	e = curl_easy_init();
+	if (e == NULL) {
+		pr->out->result = HTTP_TRANSPORT;
+		snprintf(pr->out->error, sizeof(pr->out->error), "curl_easy_init failed");
 		return NULL;
+	}
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 10000));
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 10000));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "mailbridge/" MB_VERSION " (doctor)");
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, pr->errbuf);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, probe_discard);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, probe_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, pr);
@@ -121,6 +106,18 @@ probe_easy(const char *url, const char *ca_file, int64_t timeout_ms, struct prob
 		curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, pr);
 	}
 	return e;
+}
+
+/* Runs the transfer; notes how long it took since probe_easy() and the local clock when it
+ * ended. */
+static CURLcode
+probe_perform(CURL *e, struct probe *pr)
+{
+	CURLcode rc = curl_easy_perform(e);
+
+	pr->out->elapsed_ms = mb_mono_ms() - pr->t0;
+	pr->out->local_s = mb_now_ms() / 1000;
+	return rc;
 }
 
 static void
@@ -139,33 +136,24 @@ void
 http_probe_sync(const char *method, const char *url, const char *ca_file, int64_t timeout_ms,
                 struct http_probe_result *out)
 {
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct probe pr = {NULL, out, ""};
-	int64_t t0 = mb_mono_ms();
+	struct probe pr = {.out = out};
 	CURL *e;
 	CURLcode rc;
 
-	memset(out, 0, sizeof(*out));
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	e = probe_easy(url, ca_file, timeout_ms, &pr, errbuf);
-	if (e == NULL) {
-		out->result = HTTP_TRANSPORT;
-		snprintf(out->error, sizeof(out->error), "curl_easy_init failed");
+	e = probe_easy(url, ca_file, timeout_ms, &pr);
+	if (e == NULL)
 		return;
-	}
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
 	if (method && strcmp(method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-	rc = curl_easy_perform(e);
-	out->elapsed_ms = mb_mono_ms() - t0;
-	out->local_s = mb_now_ms() / 1000;
+	rc = probe_perform(e, &pr);
 	if (rc == CURLE_OK) {
 		out->result = HTTP_OK;
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
 	} else {
-		probe_transport(e, rc, errbuf, out);
+		probe_transport(e, rc, pr.errbuf, out);
 	}
 	curl_easy_cleanup(e);
 }
@@ -174,22 +162,15 @@ void
 http_smtp_probe_sync(const char *url, bool tls_required, const char *username, const char *bearer,
                      const char *ca_file, int64_t timeout_ms, struct http_probe_result *out)
 {
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct probe pr = {NULL, out, ""};
-	int64_t t0 = mb_mono_ms();
+	struct probe pr = {.out = out};
 	long code = 0;
 	const char *t;
 	CURL *e;
 	CURLcode rc;
 
-	memset(out, 0, sizeof(*out));
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	e = probe_easy(url, ca_file, timeout_ms, &pr, errbuf);
-	if (e == NULL) {
-		out->result = HTTP_TRANSPORT;
-		snprintf(out->error, sizeof(out->error), "curl_easy_init failed");
+	e = probe_easy(url, ca_file, timeout_ms, &pr);
+	if (e == NULL)
 		return;
-	}
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
 	curl_easy_setopt(e, CURLOPT_USE_SSL,
 	                 (long)(tls_required ? CURLUSESSL_ALL : CURLUSESSL_TRY));
@@ -202,9 +183,7 @@ http_smtp_probe_sync(const char *url, bool tls_required, const char *username, c
 	curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
 	curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, probe_debug);
 	curl_easy_setopt(e, CURLOPT_DEBUGDATA, &pr);
-	rc = curl_easy_perform(e);
-	out->elapsed_ms = mb_mono_ms() - t0;
-	out->local_s = mb_now_ms() / 1000;
+	rc = probe_perform(e, &pr);
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
 	/* "535 5.7.139 Authentication unsuccessful, ..." -> code, enhanced, text */
 	t = pr.reply;
@@ -233,7 +212,7 @@ http_smtp_probe_sync(const char *url, bool tls_required, const char *username, c
 		out->result = HTTP_OK; /* the server refused: the reply says why */
 		out->curl_code = (int)rc;
 	} else {
-		probe_transport(e, rc, errbuf, out);
+		probe_transport(e, rc, pr.errbuf, out);
 	}
 	curl_easy_cleanup(e); /* sends QUIT */
 }

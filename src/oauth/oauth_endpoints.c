@@ -2,11 +2,8 @@
  * oauth: the names of providers, auth kinds and resources; national clouds and their endpoint
  * overrides; endpoint URLs and the scopes each request asks for.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "oauth/oauth.h"
 
@@ -133,38 +130,6 @@ oauth_cloud_find(const char *name)
 	return NULL;
 }
 
-/* auth is a sane authority (see below): host, [v6] or either with :port. */
-static bool
-oauth_host_is_loopback(const char *auth, size_t len)
-{
-	char buf[64];
-	unsigned char addr[16];
-	const char *host = auth;
-	size_t hlen;
-
-	if (auth[0] == '[') {
-		const char *end = memchr(auth, ']', len);
-
-		host = auth + 1;
-		hlen = (size_t)(end - host);
-	} else {
-		const char *colon = memchr(auth, ':', len);
-
-		hlen = colon ? (size_t)(colon - auth) : len;
-	}
-	if (hlen == 0 || hlen >= sizeof(buf))
-		return false;
-	memcpy(buf, host, hlen);
-	buf[hlen] = '\0';
-	if (strcasecmp(buf, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, buf, addr) == 1)
-		return addr[0] == 127;
-	if (inet_pton(AF_INET6, buf, addr) == 1)
-		return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr);
-	return false;
-}
-
 /* The authority is checked for what would surprise: userinfo ("https://a@b") and ports that
  * are not numbers. */
 static bool
@@ -249,7 +214,7 @@ oauth_url_override(const char *key, const char *url, bool smtp, char *out, size_
 		           key, url);
 		return -1;
 	}
-	if (!smtp && skip == strlen("http://") && !oauth_host_is_loopback(url + skip, alen)) {
+	if (!smtp && skip == strlen("http://") && !mb_url_host_is_loopback(url + skip)) {
 		mb_err_set(err, MB_EINVAL,
 		           "%s = %.200s uses http:// to a host that is not loopback; use https:// "
 		           "(http:// is only for a test server on 127.0.0.1, [::1] or localhost)",

@@ -101,6 +101,30 @@ oauth_json_wipe(json_t *obj, const char *key)
 		mb_secret_wipe((char *)json_string_value(v), json_string_length(v));
 }
 
+/* Loads a response that must be JSON without duplicate keys; what names it in the error. */
+static json_t *
+oauth_json_load_strict(const char *json, size_t len, const char *what, struct mb_err *err)
+{
+	json_error_t jerr;
+	json_t *root = oauth_json_load(json, len, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (root == NULL)
+		mb_err_set(err, MB_EINVAL, "%s is not JSON (line %d, column %d)", what, jerr.line,
+		           jerr.column);
+	return root;
+}
+
+/* Frees the tree after wiping the strings at the NULL-terminated list of secret keys. */
+static void
+oauth_json_free_wiped(json_t *root, const char *const *secrets)
+{
+	if (json_is_object(root)) {
+		for (; *secrets != NULL; secrets++)
+			oauth_json_wipe(root, *secrets);
+	}
+	json_decref(root);
+}
+
 /* Copies the first line of src (up to \r or \n) into dst, control characters as '?', cut on
  * a UTF-8 character boundary when it does not fit. */
 static void
@@ -257,24 +281,16 @@ int
 oauth_token_resp_parse(const char *json, size_t len, struct oauth_token_resp *out,
                        struct mb_err *err)
 {
-	json_error_t jerr;
+	static const char *const secrets[] = {"access_token", "refresh_token", "id_token", NULL};
 	json_t *root;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	root = oauth_json_load(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL) {
-		mb_err_set(err, MB_EINVAL, "token response is not JSON (line %d, column %d)",
-		           jerr.line, jerr.column);
+	root = oauth_json_load_strict(json, len, "token response", err);
+	if (root == NULL)
 		return -1;
-	}
 	rc = oauth_token_fields(root, out, err);
-	if (json_is_object(root)) {
-		oauth_json_wipe(root, "access_token");
-		oauth_json_wipe(root, "refresh_token");
-		oauth_json_wipe(root, "id_token");
-	}
-	json_decref(root);
+	oauth_json_free_wiped(root, secrets);
 	if (rc < 0)
 		oauth_token_resp_release(out);
 	return rc;
@@ -437,21 +453,16 @@ int
 oauth_device_resp_parse(const char *json, size_t len, struct oauth_device_resp *out,
                         struct mb_err *err)
 {
-	json_error_t jerr;
+	static const char *const secrets[] = {"device_code", NULL};
 	json_t *root;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	root = oauth_json_load(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL) {
-		mb_err_set(err, MB_EINVAL, "device code response is not JSON (line %d, column %d)",
-		           jerr.line, jerr.column);
+	root = oauth_json_load_strict(json, len, "device code response", err);
+	if (root == NULL)
 		return -1;
-	}
 	rc = oauth_device_fields(root, out, err);
-	if (json_is_object(root))
-		oauth_json_wipe(root, "device_code");
-	json_decref(root);
+	oauth_json_free_wiped(root, secrets);
 	if (rc < 0)
 		oauth_device_resp_release(out);
 	return rc;

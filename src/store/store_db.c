@@ -154,14 +154,18 @@ store_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *wh
 }
 
 int
-store_db_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
+store_db_finish(sqlite3 *db, sqlite3_stmt *st, int rc, const char *what, struct mb_err *err)
 {
-	int rc = sqlite3_step(st);
-
 	if (rc != SQLITE_DONE)
 		store_db_err(db, err, what);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+store_db_step_done(sqlite3 *db, sqlite3_stmt *st, const char *what, struct mb_err *err)
+{
+	return store_db_finish(db, st, sqlite3_step(st), what, err);
 }
 
 char *

@@ -141,24 +141,18 @@ row_to_msg(sqlite3_stmt *st)
 static int
 load_rcpts(struct store *s, struct store_msg *m, struct mb_err *err)
 {
+	static const char what[] = "listing recipients";
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "listing recipients");
+	if (store_db_prepare(s->db,
+	                     "SELECT address FROM recipients WHERE message_id = ? ORDER BY idx",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		store_msg_add_rcpt(m, (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "listing recipients");
-		return -1;
-	}
-	return 0;
+	return store_db_finish(s->db, st, rc, what, err);
 }
 
 /* The WHERE clause of q: fixed text with a "?" for each value, which query_bind() binds in
@@ -325,21 +319,14 @@ store_msg_get(struct store *s, const char *id, bool with_body, struct mb_err *er
 int
 store_msg_delete(struct store *s, const char *id, struct mb_err *err)
 {
+	static const char what[] = "deleting a message";
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(s->db, "DELETE FROM messages WHERE id = ?", -1, &st, NULL) !=
-	    SQLITE_OK) {
-		store_db_err(s->db, err, "deleting a message");
+	if (store_db_prepare(s->db, "DELETE FROM messages WHERE id = ?", &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "deleting a message");
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
-	}
 	if (sqlite3_changes(s->db) == 0) {
 		mb_err_set(err, MB_ENOTFOUND, "no message with id %s", id);
 		return -1;
@@ -422,51 +409,39 @@ store_sent_recipients(struct store *s, const char *connection, int64_t since_ms,
                       void (*cb)(void *arg, int64_t at_ms, int64_t nrcpts), void *arg,
                       struct mb_err *err)
 {
+	static const char what[] = "reading the recipient budget";
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "SELECT a.at, (SELECT count(*) FROM recipients r WHERE"
-	                       " r.message_id = a.message_id) FROM attempts a WHERE"
-	                       " a.result = 'sent' AND a.connection = ? AND a.at > ? ORDER BY a.at",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "reading the recipient budget");
+	if (store_db_prepare(s->db,
+	                     "SELECT a.at, (SELECT count(*) FROM recipients r WHERE"
+	                     " r.message_id = a.message_id) FROM attempts a WHERE"
+	                     " a.result = 'sent' AND a.connection = ? AND a.at > ? ORDER BY a.at",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, connection, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, since_ms);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1));
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "reading the recipient budget");
-		return -1;
-	}
-	return 0;
+	return store_db_finish(s->db, st, rc, what, err);
 }
 
 int
 store_msg_requeue(struct store *s, const char *id, struct mb_err *err)
 {
+	static const char what[] = "requeueing a message";
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "UPDATE messages SET state = 'queued', next_attempt_at = ?1,"
-	                       " updated_at = ?1 WHERE id = ?2 AND state IN ('queued', 'deferred',"
-	                       " 'failed')",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "requeueing a message");
+	if (store_db_prepare(s->db,
+	                     "UPDATE messages SET state = 'queued', next_attempt_at = ?1,"
+	                     " updated_at = ?1 WHERE id = ?2 AND state IN ('queued', 'deferred',"
+	                     " 'failed')",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_int64(st, 1, mb_now_ms());
 	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "requeueing a message");
+	if (store_db_step_done(s->db, st, what, err) < 0)
 		return -1;
-	}
 	if (sqlite3_changes(s->db) == 0) {
 		struct store_msg *m = store_msg_get(s, id, false, err);
 		if (m)
@@ -480,50 +455,35 @@ store_msg_requeue(struct store *s, const char *id, struct mb_err *err)
 	return 0;
 }
 
+/* What exec_bound() and insert_body() name in their errors. */
+static const char copy_what[] = "copying a message";
+
 static int
 exec_bound(sqlite3 *db, const char *sql, const char *a, const char *b, int64_t n, int64_t t,
            struct mb_err *err)
 {
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(db, err, "copying a message");
+	if (store_db_prepare(db, sql, &st, copy_what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, n);
 	sqlite3_bind_int64(st, 4, t);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(db, err, "copying a message");
-		return -1;
-	}
-	return 0;
+	return store_db_step_done(db, st, copy_what, err);
 }
 
 static int
 insert_body(sqlite3 *db, const char *id, const char *body, size_t len, struct mb_err *err)
 {
 	sqlite3_stmt *st;
-	int rc;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", -1, &st,
-	                       NULL) != SQLITE_OK) {
-		store_db_err(db, err, "copying a message");
+	if (store_db_prepare(db, "INSERT INTO bodies (message_id, data) VALUES (?, ?)", &st,
+	                     copy_what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	sqlite3_bind_blob64(st, 2, body, len, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(db, err, "copying a message");
-		return -1;
-	}
-	return 0;
+	return store_db_step_done(db, st, copy_what, err);
 }
 
 int
@@ -575,6 +535,18 @@ fail:
 
 /* ---- the Email Test's record, and the daily counts ---- */
 
+void
+store_attempt_bind(sqlite3_stmt *st, const char *id, int64_t now, const struct store_result *r)
+{
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_text(st, 3, r->connection, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, r->result, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, r->detail, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, r->upstream_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, r->latency_ms);
+}
+
 static int
 record_rows(sqlite3 *db, const struct store_msg *m, const struct store_result *r, int64_t now,
             struct mb_err *err)
@@ -617,18 +589,9 @@ record_rows(sqlite3 *db, const struct store_msg *m, const struct store_result *r
 		rc = insert_body(db, m->id, m->body ? m->body : "", m->body_len, err);
 	if (rc < 0 || r->result == NULL)
 		return rc;
-	if (store_db_prepare(db,
-	                     "INSERT INTO attempts (message_id, at, connection, result, detail,"
-	                     " upstream_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-	                     &st, what, err) < 0)
+	if (store_db_prepare(db, STORE_SQL_INSERT_ATTEMPT, &st, what, err) < 0)
 		return -1;
-	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_text(st, 3, r->connection, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, r->result, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, r->detail, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, r->upstream_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, r->latency_ms);
+	store_attempt_bind(st, m->id, now, r);
 	return store_db_step_done(db, st, what, err);
 }
 
@@ -650,6 +613,7 @@ store_msg_daily(struct store *s, int64_t since_ms,
                 void (*cb)(void *arg, int64_t day, int64_t sent, int64_t failed), void *arg,
                 struct mb_err *err)
 {
+	static const char what[] = "counting messages by day";
 	sqlite3_stmt *st;
 	int rc;
 
@@ -657,18 +621,13 @@ store_msg_daily(struct store *s, int64_t since_ms,
 	                     "SELECT updated_at / 86400000 AS day, sum(state = 'sent'),"
 	                     " sum(state = 'failed') FROM messages WHERE state IN ('sent',"
 	                     " 'failed') AND updated_at >= ? GROUP BY day ORDER BY day",
-	                     &st, "counting messages by day", err) < 0)
+	                     &st, what, err) < 0)
 		return -1;
 	sqlite3_bind_int64(st, 1, since_ms);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
 		   sqlite3_column_int64(st, 2));
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "counting messages by day");
-		return -1;
-	}
-	return 0;
+	return store_db_finish(s->db, st, rc, what, err);
 }
 
 int
@@ -757,16 +716,15 @@ store_attempts_list(struct store *s, const char *id,
                     void (*cb)(void *arg, const struct store_attempt *a), void *arg,
                     struct mb_err *err)
 {
+	static const char what[] = "listing attempts";
 	sqlite3_stmt *st;
 	int rc;
 
-	if (sqlite3_prepare_v2(s->db,
-	                       "SELECT at, connection, result, detail, upstream_id, latency_ms FROM"
-	                       " attempts WHERE message_id = ? ORDER BY id",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		store_db_err(s->db, err, "listing attempts");
+	if (store_db_prepare(s->db,
+	                     "SELECT at, connection, result, detail, upstream_id, latency_ms FROM"
+	                     " attempts WHERE message_id = ? ORDER BY id",
+	                     &st, what, err) < 0)
 		return -1;
-	}
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_attempt a = {sqlite3_column_int64(st, 0),
@@ -777,10 +735,5 @@ store_attempts_list(struct store *s, const char *id,
 		                          sqlite3_column_int64(st, 5)};
 		cb(arg, &a);
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		store_db_err(s->db, err, "listing attempts");
-		return -1;
-	}
-	return 0;
+	return store_db_finish(s->db, st, rc, what, err);
 }

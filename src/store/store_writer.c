@@ -220,13 +220,7 @@ result_one(struct store_writer *w, struct store_result *r)
 	if (r->result == NULL || sqlite3_changes(w->db) == 0)
 		return 0;
 	sqlite3_reset(a);
-	sqlite3_bind_text(a, 1, r->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(a, 2, now);
-	sqlite3_bind_text(a, 3, r->connection, -1, SQLITE_STATIC);
-	sqlite3_bind_text(a, 4, r->result, -1, SQLITE_STATIC);
-	sqlite3_bind_text(a, 5, r->detail, -1, SQLITE_STATIC);
-	sqlite3_bind_text(a, 6, r->upstream_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(a, 7, r->latency_ms);
+	store_attempt_bind(a, r->id, now, r);
 	return sqlite3_step(a) == SQLITE_DONE ? 0 : -1;
 }
 
@@ -402,10 +396,8 @@ store_writer_new(const char *data_dir, struct ev_loop *loop, int64_t batch_max, 
 	                       " connection = coalesce(?5, connection), lease_owner = NULL,"
 	                       " lease_until = NULL, updated_at = ?6 WHERE id = ?7",
 	                       -1, &w->upd_result, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db,
-	                       "INSERT INTO attempts (message_id, at, connection, result, detail,"
-	                       " upstream_id, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-	                       -1, &w->ins_attempt, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(db, STORE_SQL_INSERT_ATTEMPT, -1, &w->ins_attempt, NULL) !=
+	        SQLITE_OK) {
 		store_db_err(db, err, "preparing statements");
 		goto fail;
 	}
@@ -453,6 +445,17 @@ fail:
 	return NULL;
 }
 
+/* A new job of kind for the caller's arg; the caller fills in the rest and enqueues it. */
+static struct wjob *
+wjob_new(enum wjob_kind kind, void *arg)
+{
+	struct wjob *j = mb_calloc(1, sizeof(*j));
+
+	j->kind = kind;
+	j->arg = arg;
+	return j;
+}
+
 static void
 enqueue(struct store_writer *w, struct wjob *j)
 {
@@ -465,12 +468,10 @@ enqueue(struct store_writer *w, struct wjob *j)
 void
 store_writer_submit(struct store_writer *w, struct store_msg *m, store_commit_cb cb, void *arg)
 {
-	struct wjob *j = mb_calloc(1, sizeof(*j));
+	struct wjob *j = wjob_new(WJOB_INSERT, arg);
 
-	j->kind = WJOB_INSERT;
 	j->m = m;
 	j->cb = cb;
-	j->arg = arg;
 	enqueue(w, j);
 }
 
@@ -478,26 +479,22 @@ void
 store_writer_claim(struct store_writer *w, size_t max, int64_t lease_ms, const char *owner,
                    store_claim_cb cb, void *arg)
 {
-	struct wjob *j = mb_calloc(1, sizeof(*j));
+	struct wjob *j = wjob_new(WJOB_CLAIM, arg);
 
-	j->kind = WJOB_CLAIM;
 	j->claim_max = max;
 	j->lease_ms = lease_ms;
 	snprintf(j->owner, sizeof(j->owner), "%s", owner);
 	j->claim_cb = cb;
-	j->arg = arg;
 	enqueue(w, j);
 }
 
 void
 store_writer_result(struct store_writer *w, struct store_result *r, store_commit_cb cb, void *arg)
 {
-	struct wjob *j = mb_calloc(1, sizeof(*j));
+	struct wjob *j = wjob_new(WJOB_RESULT, arg);
 
-	j->kind = WJOB_RESULT;
 	j->r = r;
 	j->cb = cb;
-	j->arg = arg;
 	enqueue(w, j);
 }
 
@@ -505,13 +502,11 @@ void
 store_writer_prune(struct store_writer *w, int64_t cutoff_ms, int64_t batch, store_prune_cb cb,
                    void *arg)
 {
-	struct wjob *j = mb_calloc(1, sizeof(*j));
+	struct wjob *j = wjob_new(WJOB_PRUNE, arg);
 
-	j->kind = WJOB_PRUNE;
 	j->cutoff_ms = cutoff_ms;
 	j->claim_max = (size_t)batch;
 	j->prune_cb = cb;
-	j->arg = arg;
 	enqueue(w, j);
 }
 

@@ -176,6 +176,9 @@ struct mb_sockaddr {
 /* "127.0.0.1:2525", "[::1]:2525", "localhost:2525" (resolved numerically when possible). */
 int mb_sockaddr_parse(const char *hostport, struct mb_sockaddr *out, struct mb_err *err);
 bool mb_sockaddr_is_loopback(const struct mb_sockaddr *a);
+/* Whether a URL names a loopback host (localhost, 127.0.0.0/8 or ::1), by its text alone;
+ * rest is what follows "scheme://". Userinfo ("user@") and a port are skipped. */
+bool mb_url_host_is_loopback(const char *rest);
 /* "127.0.0.1" or "::1" (no port). */
 void mb_sockaddr_host(const struct mb_sockaddr *a, char *out, size_t outlen);
 int mb_sockaddr_port(const struct mb_sockaddr *a);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static bool
 all_digits(const char *s)
@@ -97,6 +98,40 @@ mb_sockaddr_is_loopback(const struct mb_sockaddr *a)
 		return false;
 	}
 	return a->ss.ss_family == AF_UNIX;
+}
+
+bool
+mb_url_host_is_loopback(const char *rest)
+{
+	size_t alen = strcspn(rest, "/?#"), hlen;
+	const char *host = rest, *at;
+	unsigned char addr[16];
+	char buf[256];
+
+	for (at = rest; at < rest + alen; at++) {
+		if (*at == '@')
+			host = at + 1;
+	}
+	alen -= (size_t)(host - rest);
+	if (*host == '[') {
+		host++;
+		hlen = strcspn(host, "]");
+		if (hlen >= alen)
+			return false;
+	} else {
+		hlen = strcspn(host, ":/?#");
+	}
+	if (hlen == 0 || hlen >= sizeof(buf))
+		return false;
+	memcpy(buf, host, hlen);
+	buf[hlen] = '\0';
+	if (strcasecmp(buf, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, buf, addr) == 1)
+		return addr[0] == 127;
+	if (inet_pton(AF_INET6, buf, addr) == 1)
+		return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr);
+	return false;
 }
 
 void
