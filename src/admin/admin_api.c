@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/http.h"
 #include "store/store.h"
 
 #define API_PREFIX "/api/v1/"
@@ -39,6 +40,19 @@ admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err)
 	                  "see the daemon's log");
 }
 
+void
+admin_reply_invalid_fix(struct ev_http_req *req, const char *field, const char *what,
+                        const char *fix)
+{
+	size_t n = strlen(field);
+	char *msg = NULL;
+
+	if (strncmp(what, field, n) != 0 || (what[n] != ' ' && what[n] != ':'))
+		msg = mb_asprintf("%s: %s", field, what);
+	admin_reply_error(req, 400, "invalid", msg ? msg : what, fix);
+	free(msg);
+}
+
 json_t *
 admin_body_json(struct ev_http_req *req)
 {
@@ -65,76 +79,10 @@ admin_body_json(struct ev_http_req *req)
 	return NULL;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decodes n bytes of s (and '+' as a space when plus); NULL when the result would hold
- * a NUL byte or a '%' is not followed by two hex digits. */
-static char *
-pct_decode(const char *s, size_t n, bool plus)
-{
-	char *out = mb_malloc(n + 1), *o = out;
-
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%') {
-			int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-			int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-				free(out);
-				return NULL;
-			}
-			*o++ = (char)(hi * 16 + lo);
-			i += 2;
-		} else if (plus && s[i] == '+') {
-			*o++ = ' ';
-		} else {
-			*o++ = s[i];
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 char *
 admin_query_get(struct ev_http_req *req, const char *name)
 {
-	const char *q = ev_http_req_query(req);
-	size_t nlen = strlen(name);
-
-	while (q && *q) {
-		const char *amp = strchr(q, '&');
-		size_t len = amp ? (size_t)(amp - q) : strlen(q);
-		const char *eq = memchr(q, '=', len);
-		size_t klen = eq ? (size_t)(eq - q) : len;
-
-		if (klen == nlen && memcmp(q, name, nlen) == 0)
-			return eq ? pct_decode(eq + 1, len - klen - 1, true) : mb_strdup("");
-		q = amp ? amp + 1 : NULL;
-	}
-	return NULL;
-}
-
-char *
-admin_default_conn(struct admin *a)
-{
-	const struct config *cfg = a->d.cfg;
-	char *v = NULL;
-
-	for (size_t i = 0; i < cfg->nconns; i++)
-		if (cfg->conns[i].is_default)
-			return mb_strdup(cfg->conns[i].name);
-	if (store_setting_get(a->d.st, "default_connection", &v, NULL) < 0)
-		return NULL;
-	return v;
+	return http_query_get(ev_http_req_query(req), name);
 }
 
 /* ---- the tables and the gate ---- */
@@ -162,7 +110,7 @@ path_match(const char *pattern, const char *path, struct api_params *p, char **b
 			if (slen == 0 || p->n == API_MAX_PARAMS)
 				return false;
 			if (bufs) {
-				bufs[p->n] = pct_decode(path, slen, false);
+				bufs[p->n] = http_url_decode(path, slen, false);
 				if (bufs[p->n] == NULL)
 					return false;
 				p->v[p->n] = bufs[p->n];

@@ -76,20 +76,16 @@ static const struct {
     {"method", "use \"browser\" or \"device\""},
 };
 
-/* 400 with code "invalid"; message names the field. */
+/* admin_reply_invalid_fix with the field's fix from the table above. */
 void
 admin_reply_invalid(struct ev_http_req *req, const char *field, const char *msg)
 {
 	const char *fix = "correct the field and send the request again (see docs/api.md)";
-	char *text = NULL;
 
 	for (size_t i = 0; i < sizeof(field_fixes) / sizeof(field_fixes[0]); i++)
 		if (strcmp(field_fixes[i].field, field) == 0)
 			fix = field_fixes[i].fix;
-	if (strstr(msg, field) == NULL)
-		text = mb_asprintf("%s: %s", field, msg);
-	admin_reply_error(req, 400, "invalid", text ? text : msg, fix);
-	free(text);
+	admin_reply_invalid_fix(req, field, msg, fix);
 }
 
 void
@@ -259,7 +255,7 @@ conn_obj_get(struct admin *a, struct ev_http_req *req, const char *name)
 			admin_reply_store_error(req, &err);
 		return NULL;
 	}
-	def = admin_default_conn(a);
+	def = store_default_connection(a->d.cfg, a->d.st);
 	cb = admin_callback_url(a);
 	o = conn_obj(a, sc, def, cb);
 	free(def);
@@ -290,7 +286,7 @@ static void
 api_connections(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
                 const struct api_params *p)
 {
-	char *def = admin_default_conn(a), *cb = admin_callback_url(a);
+	char *def = store_default_connection(a->d.cfg, a->d.st), *cb = admin_callback_url(a);
 	struct list_ctx ctx = {a, json_array(), def, cb};
 	struct mb_err err = {0};
 	json_t *j;
@@ -587,7 +583,7 @@ api_connection_delete(struct admin *a, struct ev_http_req *req, const struct adm
 		admin_reply_store_error(req, &err);
 		return;
 	}
-	def_name = admin_default_conn(a);
+	def_name = store_default_connection(a->d.cfg, a->d.st);
 	if (def_name && strcmp(def_name, p->v[0]) == 0)
 		store_setting_set(a->d.st, "default_connection", NULL, NULL);
 	free(def_name);

@@ -451,7 +451,7 @@ target_conn(struct admin *a, const char *asked)
 
 	if (asked)
 		return mb_strdup(asked);
-	if ((d = admin_default_conn(a)) != NULL)
+	if ((d = store_default_connection(a->d.cfg, a->d.st)) != NULL)
 		return d;
 	store_conn_list(a->d.st, count_conn, &o, NULL);
 	if (o.n == 1)

@@ -28,16 +28,6 @@
 
 /* ---- small helpers ---- */
 
-void
-admin_msg_reply_invalid(struct ev_http_req *req, const char *field, const char *what,
-                        const char *fix)
-{
-	char *msg = mb_asprintf("%s: %s", field, what);
-
-	admin_reply_error(req, 400, "invalid", msg, fix);
-	free(msg);
-}
-
 static json_t *
 iso_or_null(int64_t ms)
 {
@@ -63,7 +53,7 @@ id_checked(struct ev_http_req *req, const char *id)
 {
 	if (mb_id_is_valid(id))
 		return true;
-	admin_msg_reply_invalid(req, "id", "not a message id",
+	admin_reply_invalid_fix(req, "id", "not a message id",
 	                        "use the 16-character id from GET /api/v1/messages");
 	return false;
 }
@@ -224,7 +214,7 @@ filter_states(struct ev_http_req *req, const char *v, struct list_filter *f)
 	for (tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
 		enum store_state s;
 		if (store_state_parse(tok, &s) < 0 || f->q.nstates == STORE_STATE_COUNT) {
-			admin_msg_reply_invalid(
+			admin_reply_invalid_fix(
 			    req, "state", "not a message state",
 			    "use all, queued, sending, deferred, sent or failed (or several, "
 			    "comma-separated)");
@@ -322,15 +312,15 @@ filter_dates(struct ev_http_req *req, const char *from, const char *to, struct l
 	                          "(2026-11-27T10:00:00Z)";
 
 	if (from && *from && (f->q.from_ms = parse_when(from, false)) < 0) {
-		admin_msg_reply_invalid(req, "from", "not a date", fix);
+		admin_reply_invalid_fix(req, "from", "not a date", fix);
 		return -1;
 	}
 	if (to && *to && (f->q.to_ms = parse_when(to, true)) < 0) {
-		admin_msg_reply_invalid(req, "to", "not a date", fix);
+		admin_reply_invalid_fix(req, "to", "not a date", fix);
 		return -1;
 	}
 	if (f->q.from_ms > 0 && f->q.to_ms > 0 && f->q.to_ms <= f->q.from_ms) {
-		admin_msg_reply_invalid(req, "to", "before from",
+		admin_reply_invalid_fix(req, "to", "before from",
 		                        "give a to date on or after the from date");
 		return -1;
 	}
@@ -349,7 +339,7 @@ query_int(struct ev_http_req *req, const char *name, int64_t min, int64_t max, i
 	if (v && *v && (mb_parse_int(v, out) < 0 || *out < min || *out > max)) {
 		char *fix = mb_asprintf("give a whole number from %lld to %lld", (long long)min,
 		                        (long long)max);
-		admin_msg_reply_invalid(req, name, "out of range or not a number", fix);
+		admin_reply_invalid_fix(req, name, "out of range or not a number", fix);
 		free(fix);
 		rc = -1;
 	}
@@ -374,7 +364,7 @@ filter_parse(struct ev_http_req *req, struct list_filter *f)
 	if (rc == 0) {
 		f->text = admin_query_get(req, "q");
 		if (f->text && strlen(mb_str_trim(f->text)) > QUERY_MAX) {
-			admin_msg_reply_invalid(
+			admin_reply_invalid_fix(
 			    req, "q", "longer than 200 characters",
 			    "search for a shorter part of an address or subject");
 			rc = -1;
@@ -546,7 +536,7 @@ rcpts_from(struct ev_http_req *req, json_t *j, const char ***rcpts, size_t *n)
 		return 0;
 	}
 	if (!json_is_array(to) || json_array_size(to) == 0 || json_array_size(to) > RCPTS_MAX) {
-		admin_msg_reply_invalid(
+		admin_reply_invalid_fix(
 		    req, "to", "not a list of 1 to 100 addresses",
 		    "send {\"to\": [\"someone@example.com\"]}, or no to for the original "
 		    "recipients");
@@ -558,7 +548,7 @@ rcpts_from(struct ev_http_req *req, json_t *j, const char ***rcpts, size_t *n)
 		if (!json_is_string(v) || !admin_msg_addr_ok(json_string_value(v))) {
 			free(*rcpts);
 			*rcpts = NULL;
-			admin_msg_reply_invalid(req, "to", "an entry is not an e-mail address",
+			admin_reply_invalid_fix(req, "to", "an entry is not an e-mail address",
 			                        "give plain addresses like someone@example.com");
 			return -1;
 		}
@@ -652,7 +642,7 @@ api_resend_bulk(struct admin *a, struct ev_http_req *req, const struct admin_cal
 	ids = json_object_get(j, "ids");
 	if (!json_is_array(ids) || json_array_size(ids) == 0 || json_array_size(ids) > BULK_MAX) {
 		json_decref(j);
-		admin_msg_reply_invalid(req, "ids", "not a list of 1 to 100 message ids",
+		admin_reply_invalid_fix(req, "ids", "not a list of 1 to 100 message ids",
 		                        "send {\"ids\": [\"ID\", ...]}; split longer lists");
 		return;
 	}

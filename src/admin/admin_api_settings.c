@@ -36,7 +36,7 @@ static json_t *
 settings_obj(struct admin *a)
 {
 	json_t *j = json_object(), *src = json_object();
-	char *def = admin_default_conn(a), *stored = NULL;
+	char *def = store_default_connection(a->d.cfg, a->d.st), *stored = NULL;
 
 	json_object_set_new(j, "default_connection", admin_json_str_or_null(def));
 	if (admin_config_default(a))

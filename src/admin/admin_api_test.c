@@ -210,7 +210,7 @@ opt_string(struct ev_http_req *req, json_t *j, const char *name, size_t max, boo
 	    strlen(s) != json_string_length(v)) {
 		char *what = mb_asprintf("not a string%s of at most %zu bytes",
 		                         line ? " on one line" : "", max);
-		admin_msg_reply_invalid(req, name, what, "see docs/api.md, POST /api/v1/test");
+		admin_reply_invalid_fix(req, name, what, "see docs/api.md, POST /api/v1/test");
 		free(what);
 		return -1;
 	}
@@ -230,17 +230,17 @@ test_args_parse(struct ev_http_req *req, json_t *j, struct test_args *t)
 	    opt_string(req, j, "body", TEST_BODY_MAX, false, &t->body) < 0)
 		return -1;
 	if (t->to == NULL || !admin_msg_addr_ok(t->to)) {
-		admin_msg_reply_invalid(req, "to", "missing or not an e-mail address",
+		admin_reply_invalid_fix(req, "to", "missing or not an e-mail address",
 		                        "send {\"to\": \"someone@example.com\"}");
 		return -1;
 	}
 	if (t->from && !admin_msg_addr_ok(t->from)) {
-		admin_msg_reply_invalid(req, "from", "not an e-mail address",
+		admin_reply_invalid_fix(req, "from", "not an e-mail address",
 		                        "leave it out to send as the connection's mailbox");
 		return -1;
 	}
 	if (html && !json_is_boolean(html)) {
-		admin_msg_reply_invalid(req, "html", "not true or false",
+		admin_reply_invalid_fix(req, "html", "not true or false",
 		                        "send \"html\": true for HTML");
 		return -1;
 	}
@@ -254,7 +254,7 @@ static char *
 test_conn(struct admin *a, struct ev_http_req *req, const char *named, char **sender)
 {
 	struct mb_err err = {0};
-	char *name = named ? mb_strdup(named) : admin_default_conn(a);
+	char *name = named ? mb_strdup(named) : store_default_connection(a->d.cfg, a->d.st);
 	struct store_conn *sc;
 
 	if (name == NULL) {

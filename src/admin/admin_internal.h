@@ -87,15 +87,16 @@ void admin_api_dispatch(struct admin *a, struct ev_http_req *req);
 json_t *admin_body_json(struct ev_http_req *req);
 /* A query parameter, percent-decoded ('+' is a space): a new string, or NULL if absent. */
 char *admin_query_get(struct ev_http_req *req, const char *name);
+/* 400 with code "invalid": the message is "FIELD: WHAT" (just WHAT when it starts with the
+ * field's name), with the fix given. */
+void admin_reply_invalid_fix(struct ev_http_req *req, const char *field, const char *what,
+                             const char *fix);
 /* 503 with code "store", the store's message, and the fix "see the daemon's log". */
 void admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err);
 json_t *admin_json_str_or_null(const char *s);
-/* The default connection's name (config default = yes wins, else the stored setting), a new
- * string, or NULL. */
-char *admin_default_conn(struct admin *a);
 
 /* Shared by the connection, sign-in and settings files (admin_api_conn.c). */
-/* 400 with code "invalid": the message names the field, the fix is the field's. */
+/* admin_reply_invalid_fix with the field's own fix (admin_api_conn.c's table). */
 void admin_reply_invalid(struct ev_http_req *req, const char *field, const char *msg);
 void admin_reply_conn_not_found(struct ev_http_req *req, const char *name);
 /* Whether the store holds the connection (config ones are mirrored there). */

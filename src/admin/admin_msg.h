@@ -28,9 +28,6 @@ json_t *admin_json_text(const char *s, bool header);
 
 struct ev_http_req;
 
-/* 400 with code "invalid": "FIELD: WHAT", and the fix. */
-void admin_msg_reply_invalid(struct ev_http_req *req, const char *field, const char *what,
-                             const char *fix);
 /* An e-mail address as the API takes it: local@domain, no spaces, brackets or controls. */
 bool admin_msg_addr_ok(const char *s);
 /* A string as JSON (made valid UTF-8: a stored header may be 8-bit), or null. */

@@ -55,20 +55,6 @@ env_close(struct env *e)
 	config_free(e->cfg);
 }
 
-/* The default connection: default = yes in the config file wins, else the stored setting. */
-static char *
-default_conn(const struct env *e)
-{
-	char *v = NULL;
-
-	for (size_t i = 0; i < e->cfg->nconns; i++)
-		if (e->cfg->conns[i].is_default)
-			return mb_strdup(e->cfg->conns[i].name);
-	if (store_setting_get(e->st, "default_connection", &v, NULL) < 0)
-		return NULL;
-	return v;
-}
-
 /* ---- connection add ---- */
 
 static int
@@ -327,7 +313,7 @@ show(const struct cli_opts *o, const char *only)
 
 	if (rc != EX_OK)
 		return rc;
-	ctx.def = default_conn(&e);
+	ctx.def = store_default_connection(e.cfg, e.st);
 	if (o->json)
 		ctx.arr = json_array();
 	if (store_conn_list(e.st, show_one, &ctx, &err) < 0) {
@@ -366,7 +352,7 @@ conn_remove(const struct cli_opts *o, const char *name)
 		fprintf(stderr, "mailbridge: %s\n", err.msg);
 		rc = err.code == MB_ENOTFOUND ? EX_NOINPUT : EX_IOERR;
 	} else {
-		char *def = default_conn(&e);
+		char *def = store_default_connection(e.cfg, e.st);
 		if (def && strcmp(def, name) == 0)
 			store_setting_set(e.st, "default_connection", NULL, NULL);
 		free(def);

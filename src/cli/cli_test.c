@@ -42,18 +42,6 @@ done(void *arg, const struct deliver_outcome *o, int64_t ms, const char *upstrea
 	ev_loop_stop(t->loop);
 }
 
-static char *
-default_connection(const struct config *cfg, struct store *st)
-{
-	char *v = NULL;
-
-	for (size_t i = 0; i < cfg->nconns; i++)
-		if (cfg->conns[i].is_default)
-			return mb_strdup(cfg->conns[i].name);
-	store_setting_get(st, "default_connection", &v, NULL);
-	return v;
-}
-
 int
 cli_test_main(int argc, char **argv)
 {
@@ -95,7 +83,7 @@ cli_test_main(int argc, char **argv)
 		cli_opts_free(&o);
 		return EX_CONFIG;
 	}
-	conn = o.connection ? mb_strdup(o.connection) : default_connection(cfg, st);
+	conn = o.connection ? mb_strdup(o.connection) : store_default_connection(cfg, st);
 	if (conn == NULL) {
 		fprintf(stderr,
 		        "mailbridge: no --connection and no default connection (set one with "

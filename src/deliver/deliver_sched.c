@@ -268,12 +268,7 @@ conns_reload(struct deliver *d)
 	if (store_conn_list(d->d.st, load_store_conn, d, &err) < 0)
 		mb_warn("deliver: reading connections: %s", err.msg);
 	free(d->default_conn);
-	d->default_conn = NULL;
-	for (size_t i = 0; i < d->nconns; i++)
-		if (d->conns[i]->seen && d->conns[i]->is_default)
-			d->default_conn = mb_strdup(d->conns[i]->name);
-	if (d->default_conn == NULL)
-		store_setting_get(d->d.st, "default_connection", &d->default_conn, NULL);
+	d->default_conn = store_default_connection(d->d.cfg, d->d.st);
 	d->last_reload_ms = mb_mono_ms();
 }
 

@@ -57,19 +57,6 @@ doc_find(const struct doctor_report *r, const char *id)
 	return NULL;
 }
 
-static char *
-default_connection(const struct config *cfg, struct store *st)
-{
-	char *v = NULL;
-
-	for (size_t i = 0; i < cfg->nconns; i++)
-		if (cfg->conns[i].is_default)
-			return mb_strdup(cfg->conns[i].name);
-	if (store_setting_get(st, "default_connection", &v, NULL) < 0)
-		return NULL;
-	return v;
-}
-
 struct names {
 	char **v;
 	size_t n;
@@ -288,7 +275,7 @@ doctor_run(const struct config *cfg, struct store *st, const struct mb_key *key,
 	struct doc d;
 	struct names ns = {0};
 	struct dflt_find df = {0};
-	char *dflt = default_connection(cfg, st);
+	char *dflt = store_default_connection(cfg, st);
 	const char *name = o->connection;
 	char load_error[512] = "";
 	struct mb_err lerr = {0};

@@ -835,18 +835,6 @@ ensure_owners(struct ctx *c)
 
 /* ---- 9. the connection ---- */
 
-static char *
-default_conn(const struct config *cfg, struct store *st)
-{
-	char *v = NULL;
-
-	for (size_t i = 0; i < cfg->nconns; i++)
-		if (cfg->conns[i].is_default)
-			return mb_strdup(cfg->conns[i].name);
-	store_setting_get(st, "default_connection", &v, NULL);
-	return v;
-}
-
 static int
 write_connection(struct ctx *c, const struct store_conn *old, const struct conn_def *def)
 {
@@ -867,7 +855,7 @@ write_connection(struct ctx *c, const struct store_conn *old, const struct conn_
 		step(c, "connection", "failed: %s", err.msg);
 		return -1;
 	}
-	def_name = default_conn(c->cfg, c->st);
+	def_name = store_default_connection(c->cfg, c->st);
 	if (def_name == NULL) {
 		store_setting_set(c->st, "default_connection", name, NULL);
 		def_name = mb_strdup(name);

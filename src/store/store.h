@@ -218,6 +218,9 @@ char *store_server_setting(struct store *st, const struct config *cfg, const cha
                            enum store_setting_source *source);
 /* Whether [server] key is set in the config file (or with --set). */
 bool store_server_setting_in_config(const struct config *cfg, const char *key);
+/* The default connection's name, a new string or NULL: the config file's default = yes wins,
+ * else the stored default_connection setting. */
+char *store_default_connection(const struct config *cfg, struct store *st);
 
 /* ---- admin API access (store_admin.c) ----
  *

@@ -8,6 +8,19 @@
 
 #include "config/config.h"
 
+char *
+store_default_connection(const struct config *cfg, struct store *st)
+{
+	char *v = NULL;
+
+	for (size_t i = 0; i < cfg->nconns; i++)
+		if (cfg->conns[i].is_default)
+			return mb_strdup(cfg->conns[i].name);
+	if (store_setting_get(st, "default_connection", &v, NULL) < 0)
+		return NULL;
+	return v;
+}
+
 bool
 store_server_setting_in_config(const struct config *cfg, const char *key)
 {
