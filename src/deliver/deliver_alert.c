@@ -25,18 +25,6 @@ on_queued(void *arg, int status, const char *errmsg)
 		mb_warn("deliver: alert mail not queued: %s", errmsg ? errmsg : "?");
 }
 
-bool
-deliver_alert_is_configured(const struct config *cfg, struct store *st)
-{
-	char *url = store_server_setting(st, cfg, "alert_webhook", NULL);
-	char *to = store_server_setting(st, cfg, "alert_email", NULL);
-	bool yes = url || to;
-
-	free(url);
-	free(to);
-	return yes;
-}
-
 void
 deliver_alert_send(const struct config *cfg, struct store *st, struct http_client *http,
                    struct store_writer *writer, const char *text)

@@ -40,11 +40,9 @@ void deliver_graph_large(struct http_client *http, struct oauth_tm *tm, const st
                          void *arg);
 void attempt_large_done(void *arg, const struct deliver_outcome *o, const char *upstream);
 
-/* POSTs {"text": ...} to alert_webhook and queues a mail to alert_email: the config file's,
- * else the ones set through the API (store_server_setting). */
+/* POSTs {"text": ...} to alert_webhook and queues a mail to alert_email, each if set: the config
+ * file's, else the ones set through the API (store_server_setting). */
 void deliver_alert_send(const struct config *cfg, struct store *st, struct http_client *http,
                         struct store_writer *writer, const char *text);
-/* Whether an alert_webhook or alert_email is set anywhere. */
-bool deliver_alert_is_configured(const struct config *cfg, struct store *st);
 
 #endif

@@ -344,8 +344,7 @@ alert(struct deliver *d, const char *cause_key, const char *text)
 	int64_t now = mb_mono_ms();
 	struct alert_mark *slot = &d->alerts[0];
 
-	if (!deliver_alert_is_configured(d->d.cfg, d->d.st))
-		return;
+	/* the minute's limit first: it costs no store read, and failures come in bursts */
 	for (size_t i = 0; i < 32; i++) {
 		if (strcmp(d->alerts[i].key, cause_key) == 0) {
 			slot = &d->alerts[i];
