@@ -511,18 +511,6 @@ state(struct admin *a)
 	return a->doctors;
 }
 
-static bool
-conn_exists(struct admin *a, const char *name)
-{
-	struct store_conn *sc;
-
-	if (config_conn_find(a->d.cfg, name))
-		return true;
-	sc = store_conn_get(a->d.st, name, NULL);
-	store_conn_free(sc);
-	return sc != NULL;
-}
-
 static void
 doctor_post(struct admin *a, struct ev_http_req *req, const struct admin_caller *c,
             const struct api_params *p)
@@ -546,9 +534,8 @@ doctor_post(struct admin *a, struct ev_http_req *req, const struct admin_caller 
 			    "send {\"connection\": \"NAME\"} or no body for the default");
 			goto out;
 		}
-		if (!conn_exists(a, conn)) {
-			admin_reply_error(req, 404, "not_found", "no such connection",
-			                  "GET /api/v1/connections lists them");
+		if (!admin_conn_exists(a, conn)) {
+			admin_reply_conn_not_found(req, conn);
 			goto out;
 		}
 	}

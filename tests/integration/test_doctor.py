@@ -349,7 +349,8 @@ def api_call(port, method, path, body=None, token=None, timeout=70):
 
 
 def test_api_doctor(binary):
-    s = Setup(binary, "api", [("office365", graph_conn(default="yes"))])
+    s = Setup(binary, "api", [("office365", graph_conn(default="yes")),
+                              ("second", graph_conn(sender="second@contoso.test"))])
     s.device_login("office365")
     port = s.d.http_port
     s.d.start()
@@ -390,6 +391,21 @@ def test_api_doctor(binary):
     st, j = api_call(port, "POST", "/api/v1/doctor", {"connection": "office365"}, token=token)
     check(st == 200 and isinstance(j, list) and j[0]["connection"] == "office365",
           "POST with the connection: %d %r", st, j)
+    # another connection while a run goes on: 409. The Graph stand-in holds the run's first
+    # POST (the mailbox probe) for 5 s, and the second POST goes once the run has started.
+    GRAPH.fault(kind="delay", delay_ms=5000, method="POST", count=1)
+    runs = s.d.log_tail(20000).count("admin: doctor started")
+    first = []
+    t = threading.Thread(target=lambda: first.append(
+        api_call(port, "POST", "/api/v1/doctor", {"connection": "office365"}, token=token)))
+    t.start()
+    mbtest.wait_until(lambda: s.d.log_tail(20000).count("admin: doctor started") > runs, 20,
+                      "the doctor run to start")
+    st, j = api_call(port, "POST", "/api/v1/doctor", {"connection": "second"}, token=token)
+    check(st == 409 and j["error"]["code"] == "conflict" and j["error"]["fix"],
+          "another connection during a run: %d %r", st, j)
+    t.join(80)
+    check(first and first[0][0] == 200, "the held run: %r", first)
     s.d.check_clean_stop()
 
 
