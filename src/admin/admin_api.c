@@ -33,6 +33,30 @@ admin_json_str_or_null(const char *s)
 	return s ? json_string(s) : json_null();
 }
 
+json_t *
+admin_json_time(int64_t ms)
+{
+	char date[40];
+
+	if (ms <= 0)
+		return json_null();
+	mb_iso_date(ms, date, sizeof(date));
+	return json_string(date);
+}
+
+json_t *
+admin_token_valid_min(struct admin *a, const char *conn, const char *resource)
+{
+	int64_t expires = 0, min;
+
+	if (store_token_get(a->d.st, conn, resource, "access", NULL, NULL, &expires, NULL, NULL,
+	                    NULL, NULL) < 0 ||
+	    expires == 0)
+		return json_null();
+	min = (expires - mb_now_ms()) / 60000;
+	return json_integer(min > 0 ? min : 0);
+}
+
 void
 admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err)
 {

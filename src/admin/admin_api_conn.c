@@ -127,30 +127,6 @@ admin_conn_exists(struct admin *a, const char *name)
 	return yes;
 }
 
-static json_t *
-token_valid_min(struct admin *a, const char *conn, const char *resource)
-{
-	int64_t expires = 0, min;
-
-	if (store_token_get(a->d.st, conn, resource, "access", NULL, NULL, &expires, NULL, NULL,
-	                    NULL, NULL) < 0 ||
-	    expires == 0)
-		return json_null();
-	min = (expires - mb_now_ms()) / 60000;
-	return json_integer(min > 0 ? min : 0);
-}
-
-static json_t *
-iso_or_null(int64_t ms)
-{
-	char date[40];
-
-	if (ms == 0)
-		return json_null();
-	mb_iso_date(ms, date, sizeof(date));
-	return json_string(date);
-}
-
 static char *
 dup_or_null(const char *s)
 {
@@ -203,14 +179,16 @@ obj_state(struct admin *a, json_t *o, const struct store_conn *sc)
 	json_object_set_new(o, "state", admin_json_str_or_null(sc->state));
 	json_object_set_new(o, "reason", admin_json_str_or_null(sc->state_reason));
 	json_object_set_new(o, "account", admin_json_str_or_null(sc->account));
-	json_object_set_new(o, "graph_token_valid_min", token_valid_min(a, sc->name, "graph"));
-	json_object_set_new(o, "outlook_token_valid_min", token_valid_min(a, sc->name, "outlook"));
-	json_object_set_new(o, "last_refresh", iso_or_null(sc->last_refresh_ms));
+	json_object_set_new(o, "graph_token_valid_min",
+	                    admin_token_valid_min(a, sc->name, "graph"));
+	json_object_set_new(o, "outlook_token_valid_min",
+	                    admin_token_valid_min(a, sc->name, "outlook"));
+	json_object_set_new(o, "last_refresh", admin_json_time(sc->last_refresh_ms));
 	json_object_set_new(o, "last_error", admin_json_str_or_null(sc->last_error));
 	json_object_set_new(o, "fix", admin_json_str_or_null(sc->last_fix));
 	/* Only what is safe to show: the secret never leaves the store, not even sealed. */
 	json_object_set_new(o, "secret_fingerprint", admin_json_str_or_null(sc->secret_fp));
-	json_object_set_new(o, "secret_expires", iso_or_null(sc->secret_expires_ms));
+	json_object_set_new(o, "secret_expires", admin_json_time(sc->secret_expires_ms));
 	json_object_set_new(o, "has_secret", json_boolean(sc->secret_len > 0 || sc->secret_fp));
 }
 

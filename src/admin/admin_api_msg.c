@@ -28,17 +28,6 @@
 
 /* ---- small helpers ---- */
 
-static json_t *
-iso_or_null(int64_t ms)
-{
-	char date[40];
-
-	if (ms <= 0)
-		return json_null();
-	mb_iso_date(ms, date, sizeof(date));
-	return json_string(date);
-}
-
 /* A string as JSON (made valid UTF-8: a stored header may be 8-bit), or null. */
 json_t *
 admin_msg_str_json(const char *s)
@@ -154,12 +143,12 @@ summary_json(const struct store_msg *m)
 	json_object_set_new(o, "subject",
 	                    m->subject ? admin_json_text(m->subject, true) : json_null());
 	json_object_set_new(o, "size", json_integer(m->size));
-	json_object_set_new(o, "received", iso_or_null(m->received_ms));
-	json_object_set_new(o, "updated", iso_or_null(m->updated_ms));
+	json_object_set_new(o, "received", admin_json_time(m->received_ms));
+	json_object_set_new(o, "updated", admin_json_time(m->updated_ms));
 	json_object_set_new(o, "attempts", json_integer(m->attempts));
 	json_object_set_new(o, "next_attempt",
 	                    m->state == STORE_QUEUED || m->state == STORE_DEFERRED
-	                        ? iso_or_null(m->next_attempt_ms)
+	                        ? admin_json_time(m->next_attempt_ms)
 	                        : json_null());
 	json_object_set_new(o, "connection", admin_msg_str_json(m->connection));
 	json_object_set_new(o, "last_error", admin_msg_str_json(cause));
@@ -449,7 +438,7 @@ attempt_one(void *arg, const struct store_attempt *at)
 	json_t *o = json_object();
 	char *code = attempt_code(at->detail);
 
-	json_object_set_new(o, "at", iso_or_null(at->at_ms));
+	json_object_set_new(o, "at", admin_json_time(at->at_ms));
 	json_object_set_new(o, "connection", admin_msg_str_json(at->connection));
 	json_object_set_new(o, "result", admin_msg_str_json(at->result));
 	json_object_set_new(o, "code", admin_msg_str_json(code));
@@ -753,17 +742,9 @@ valid_min(struct admin *a, const char *conn, const char *provider)
 	const char *res = strcmp(provider, "microsoft-graph") == 0  ? "graph"
 	                  : strcmp(provider, "microsoft-smtp") == 0 ? "outlook"
 	                                                            : NULL;
-	int64_t expires = 0, left;
 
-	if (res == NULL ||
-	    store_token_get(a->d.st, conn, res, "access", NULL, NULL, &expires, NULL, NULL, NULL,
-	                    NULL) < 0 ||
-	    expires == 0)
-		return json_null();
-	left = (expires - mb_now_ms()) / 60000;
-	return json_integer(left > 0 ? left : 0);
+	return res ? admin_token_valid_min(a, conn, res) : json_null();
 }
-
 static int
 health_one(void *arg, const struct store_conn *sc)
 {

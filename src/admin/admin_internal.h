@@ -94,6 +94,11 @@ void admin_reply_invalid_fix(struct ev_http_req *req, const char *field, const c
 /* 503 with code "store", the store's message, and the fix "see the daemon's log". */
 void admin_reply_store_error(struct ev_http_req *req, const struct mb_err *err);
 json_t *admin_json_str_or_null(const char *s);
+/* Unix ms as an ISO 8601 UTC string, or null for 0 (never, unknown). */
+json_t *admin_json_time(int64_t ms);
+/* Whole minutes the connection's access token for resource ("graph", "outlook") is still
+ * valid (0 when expired), or null when there is none. */
+json_t *admin_token_valid_min(struct admin *a, const char *conn, const char *resource);
 
 /* Shared by the connection, sign-in and settings files (admin_api_conn.c). */
 /* admin_reply_invalid_fix with the field's own fix (admin_api_conn.c's table). */
